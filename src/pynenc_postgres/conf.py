@@ -1,0 +1,79 @@
+"""Configuration of the PostgreSQL plugin, declared the way pynenc declares its own.
+
+Every field can be set with an environment variable (``PYNENC__POSTGRES_URL``), the
+``[tool.pynenc]`` table of a ``pyproject.toml``, a YAML/TOML/JSON file named by
+``PYNENC__FILEPATH``, or ``PynencBuilder().postgres(...)``.
+"""
+
+from cistell import ConfigField
+from pynenc.conf.config_base import ConfigPynencBase
+from pynenc.conf.config_state_backend import ConfigStateBackend
+
+
+class ConfigPostgres(ConfigPynencBase):
+    """
+    Connection settings shared by every pynenc-postgres component.
+
+    :cvar ConfigField[str] postgres_url:
+        SQLAlchemy or libpq URL of the database, e.g. ``postgresql://user:pw@host/db``.
+        Secret: it is redacted in reprs and never stored in the database.
+    :cvar ConfigField[str] postgres_schema:
+        Postgres schema that holds every pynenc table, view and the version table.
+    :cvar ConfigField[int] postgres_pool_size:
+        Connections kept open per process.
+    :cvar ConfigField[int] postgres_max_overflow:
+        Extra connections allowed above ``postgres_pool_size`` under load.
+    :cvar ConfigField[float] postgres_pool_timeout:
+        Seconds to wait for a free pooled connection before failing.
+    :cvar ConfigField[int] postgres_connect_timeout:
+        Seconds to wait for the server when opening a connection.
+    :cvar ConfigField[int] postgres_statement_timeout_ms:
+        Server-side ``statement_timeout`` in milliseconds; 0 disables it.
+    :cvar ConfigField[str] postgres_application_name:
+        ``application_name`` shown in ``pg_stat_activity``.
+    :cvar ConfigField[bool] postgres_auto_migrate:
+        Upgrade the schema to head on first connect, under an advisory lock.
+        Off by default: production schemas change through ``pynenc-postgres db upgrade``.
+    :cvar ConfigField[str] postgres_synchronous_commit:
+        ``synchronous_commit`` for this plugin's connections (``on``, ``off``, ...).
+        Empty keeps the server's setting. ``off`` trades the last few hundred
+        milliseconds of writes on a server crash for much faster commits.
+    :cvar ConfigField[int] postgres_prepare_threshold:
+        psycopg ``prepare_threshold``: executions before a statement is prepared
+        server-side. A negative value disables prepared statements, for
+        transaction-mode poolers that do not support them.
+    :cvar ConfigField[int] postgres_retry_attempts:
+        Attempts for a call that fails with a transient error (connection lost,
+        server restarting) before the error is raised.
+    :cvar ConfigField[float] postgres_retry_initial_delay:
+        Seconds before the first retry; doubled on each further attempt.
+    :cvar ConfigField[float] postgres_retry_max_delay:
+        Upper bound, in seconds, of a single backoff delay.
+    """
+
+    postgres_url = ConfigField("", secret=True)
+    postgres_schema = ConfigField("public")
+    postgres_pool_size = ConfigField(5)
+    postgres_max_overflow = ConfigField(10)
+    postgres_pool_timeout = ConfigField(30.0)
+    postgres_connect_timeout = ConfigField(10)
+    postgres_statement_timeout_ms = ConfigField(60_000)
+    postgres_application_name = ConfigField("pynenc")
+    postgres_auto_migrate = ConfigField(False)
+    postgres_synchronous_commit = ConfigField("")
+    postgres_prepare_threshold = ConfigField(1)
+    postgres_retry_attempts = ConfigField(6)
+    postgres_retry_initial_delay = ConfigField(0.1)
+    postgres_retry_max_delay = ConfigField(5.0)
+
+
+class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
+    """
+    Configuration of :class:`~pynenc_postgres.state_backend.PostgresStateBackend`.
+
+    :cvar ConfigField[int] postgres_page_size:
+        Rows fetched per round trip by the iterators that return open-ended lists
+        (workflow runs, child invocations).
+    """
+
+    postgres_page_size = ConfigField(500)

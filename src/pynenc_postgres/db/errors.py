@@ -1,0 +1,155 @@
+"""Project exceptions, and the one function that turns driver errors into them.
+
+Every message names the cause and the fix. None contains a password: URLs are
+always rendered through :func:`pynenc_postgres.db.settings.redact_url`.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import psycopg.errors
+import sqlalchemy.exc
+
+
+class PostgresPluginError(Exception):
+    """Base class of every error raised by pynenc-postgres."""
+
+
+class PostgresConfigError(PostgresPluginError):
+    """The plugin is not configured, or configured with a value it cannot use."""
+
+
+class PostgresUnavailableError(PostgresPluginError):
+    """The server could not be reached or used, and retrying did not help."""
+
+
+class PostgresStatementTimeoutError(PostgresPluginError):
+    """A statement ran longer than ``postgres_statement_timeout_ms``."""
+
+
+class SchemaError(PostgresPluginError):
+    """The database schema does not match what this version of the package needs."""
+
+
+class SchemaMissingError(SchemaError):
+    """The pynenc tables have never been created in this database/schema."""
+
+
+class SchemaBehindError(SchemaError):
+    """The database is at an older revision than this package needs."""
+
+
+class SchemaAheadError(SchemaError):
+    """The database was migrated by a newer version of this package."""
+
+
+# SQLSTATE classes that a retry can fix: the connection broke, the server is
+# starting or shutting down, or a concurrent transaction made this one lose.
+_TRANSIENT_SQLSTATES = {
+    "08000",  # connection_exception
+    "08001",  # sqlclient_unable_to_establish_sqlconnection
+    "08003",  # connection_does_not_exist
+    "08004",  # sqlserver_rejected_establishment_of_sqlconnection
+    "08006",  # connection_failure
+    "40001",  # serialization_failure
+    "40P01",  # deadlock_detected
+    "53300",  # too_many_connections
+    "57P01",  # admin_shutdown
+    "57P02",  # crash_shutdown
+    "57P03",  # cannot_connect_now
+}
+
+# Connection failures that happen before the server answers have no SQLSTATE;
+# these fragments of libpq's messages mark the ones that will not fix themselves.
+_PERMANENT_CONNECT_MESSAGES = (
+    "password authentication failed",
+    "authentication failed",
+    "no password supplied",
+    "does not exist",
+    "could not translate host name",
+    "failed to resolve host",
+    "name or service not known",
+    "invalid connection option",
+    "invalid sslmode",
+    "invalid integer value",
+    "invalid port",
+)
+
+
+def driver_error(exc: BaseException) -> psycopg.Error | None:
+    """Return the psycopg error behind ``exc`` (SQLAlchemy wraps driver errors)."""
+    if isinstance(exc, psycopg.Error):
+        return exc
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, psycopg.Error):
+        return exc.orig
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying the same call may succeed (lost connection, restart, deadlock)."""
+    err = driver_error(exc)
+    if err is None:
+        return isinstance(exc, ConnectionError)
+    if err.sqlstate:
+        return err.sqlstate in _TRANSIENT_SQLSTATES
+    if isinstance(err, psycopg.OperationalError):
+        message = str(err).lower()
+        return not any(fragment in message for fragment in _PERMANENT_CONNECT_MESSAGES)
+    return False
+
+
+def translate(exc: BaseException, server: str) -> PostgresPluginError:
+    """Turn a driver or pool error into a project error that names cause and fix.
+
+    :param exc: the error raised by psycopg or SQLAlchemy's pool.
+    :param server: the redacted URL of the server, for the message.
+    """
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return PostgresUnavailableError(
+            f"No pooled connection to {server} became free within postgres_pool_timeout. "
+            "Raise postgres_pool_size/postgres_max_overflow, or lower the number of threads "
+            "sharing this process's pool."
+        )
+    err = driver_error(exc)
+    if err is None:
+        return PostgresUnavailableError(f"Postgres call to {server} failed: {exc}")
+    detail = _first_line(err)
+    sqlstate = err.sqlstate or ""
+    if isinstance(err, psycopg.errors.QueryCanceled):
+        return PostgresStatementTimeoutError(
+            f"A statement on {server} was cancelled after postgres_statement_timeout_ms: "
+            f"{detail}. Raise postgres_statement_timeout_ms or find what blocks the table."
+        )
+    if sqlstate.startswith("28") or "authentication failed" in detail.lower():
+        return PostgresUnavailableError(
+            f"Postgres at {server} rejected the credentials: {detail}. "
+            "Check the user and password in postgres_url / PYNENC__POSTGRES_URL."
+        )
+    if sqlstate == "3D000" or ("database" in detail.lower() and "does not exist" in detail.lower()):
+        return PostgresUnavailableError(
+            f"The database named in {server} does not exist: {detail}. "
+            "Create it (createdb) or fix the database name in postgres_url."
+        )
+    if "translate host name" in detail.lower() or "resolve host" in detail.lower():
+        return PostgresUnavailableError(
+            f"The host in {server} cannot be resolved: {detail}. Fix the host in postgres_url."
+        )
+    if sqlstate == "53300":
+        return PostgresUnavailableError(
+            f"Postgres at {server} has no free connection slots: {detail}. Lower "
+            "postgres_pool_size/postgres_max_overflow across processes, or raise the server's "
+            "max_connections."
+        )
+    if isinstance(err, psycopg.OperationalError) and not sqlstate:
+        return PostgresUnavailableError(
+            f"Cannot reach Postgres at {server}: {detail}. Check that the server is running and "
+            "accepts connections on that address, and that postgres_url is right."
+        )
+    if isinstance(err, psycopg.OperationalError):
+        return PostgresUnavailableError(f"Postgres at {server} failed ({sqlstate}): {detail}")
+    return PostgresPluginError(f"Postgres at {server} rejected a statement ({sqlstate}): {detail}")
+
+
+def _first_line(err: psycopg.Error) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

