@@ -8,10 +8,10 @@ never depends on the current directory.
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from alembic import context
 from pynenc_postgres.db.models import VERSION_TABLE, Base
 
 config = context.config

@@ -8,8 +8,9 @@ Create Date: 2026-11-27
 from collections.abc import Sequence
 
 import sqlalchemy as sa
-from alembic import op
 from sqlalchemy.dialects import postgresql
+
+from alembic import op
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -108,7 +109,7 @@ def upgrade() -> None:
             comment="When the row was last upserted (server clock, UTC).",
         ),
         sa.PrimaryKeyConstraint("app_id", "invocation_id", name=op.f("pk_pynenc_invocation")),
-        comment="Every pynenc invocation: which task was called, with which serialized arguments.",
+        comment="Every pynenc invocation: the task called and its serialized arguments.",
     )
     op.create_index(
         "ix_pynenc_invocation_app_id_parent_event_id",
@@ -162,7 +163,7 @@ def upgrade() -> None:
             "serialized_exception",
             sa.Text(),
             nullable=False,
-            comment="JSON document with error_name, pynenc_error and error_data, as pynenc wrote it.",
+            comment="pynenc's JSON document: error_name, pynenc_error, error_data.",
         ),
         sa.Column(
             "stored_at",

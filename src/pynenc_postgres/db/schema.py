@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, text
 from sqlalchemy.pool import NullPool
 
+from alembic import command
 from pynenc_postgres.db.errors import (
     PostgresConfigError,
     SchemaAheadError,
@@ -200,7 +200,7 @@ def _read_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
     if not exists or not exists[0]:
         return None
-    row = conn.execute(f"SELECT version_num FROM {table} LIMIT 1").fetchone()  # noqa: S608
+    row = conn.execute(f"SELECT version_num FROM {table} LIMIT 1").fetchone()
     return str(row[0]) if row else None
 
 

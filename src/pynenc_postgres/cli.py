@@ -1,0 +1,160 @@
+"""``pynenc-postgres``: schema migrations, retention, inspection and the demo.
+
+The database comes from ``--url`` or from pynenc config (``PYNENC__POSTGRES_URL``,
+``[tool.pynenc]`` in ``pyproject.toml``, or the file named by ``PYNENC__FILEPATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pynenc_postgres.db import schema
+from pynenc_postgres.db.errors import PostgresPluginError
+from pynenc_postgres.db.settings import DatabaseSettings
+
+
+def settings_from_args(args: argparse.Namespace) -> DatabaseSettings:
+    """Settings from pynenc config, overridden by ``--url`` and ``--schema``."""
+    from pynenc_postgres.conf import ConfigPostgres
+
+    conf = ConfigPostgres()
+    if getattr(args, "url", None):
+        conf.postgres_url = args.url
+    if getattr(args, "schema", None):
+        conf.postgres_schema = args.schema
+    return DatabaseSettings.from_config(conf)
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--url",
+        help="database URL (default: postgres_url from pynenc config / PYNENC__POSTGRES_URL)",
+    )
+    parser.add_argument("--schema", help="Postgres schema of the pynenc tables (default: public)")
+
+
+# -- db ------------------------------------------------------------------------------
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    schema.upgrade(settings, args.revision)
+    print(f"{settings.server} (schema {settings.schema}) is at {schema.current(settings)}")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    schema.downgrade(settings, args.revision)
+    print(
+        f"{settings.server} (schema {settings.schema}) is at {schema.current(settings) or 'base'}"
+    )
+    return 0
+
+
+def _db_current(args: argparse.Namespace) -> int:
+    status = schema.status(settings_from_args(args))
+    print(
+        f"{status.current or 'none (schema not created)'} ({status.state}; head is {status.head})"
+    )
+    return 0
+
+
+def _db_history(args: argparse.Namespace) -> int:
+    for revision in schema.script_directory().walk_revisions():
+        marker = " (head)" if revision.is_head else ""
+        print(f"{revision.down_revision or 'base'} -> {revision.revision}{marker}: {revision.doc}")
+    return 0
+
+
+def _db_check(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    status = schema.status(settings)
+    if status.state == "up to date":
+        print(f"OK: {settings.server} (schema {settings.schema}) is at head {status.head}")
+        return 0
+    print(
+        f"NOT AT HEAD: {settings.server} (schema {settings.schema}) is "
+        f"{status.current or 'not created'} ({status.state}); head is {status.head}. "
+        f"Run: {schema.UPGRADE_COMMAND}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def _db_sql(args: argparse.Namespace) -> int:
+    from pynenc_postgres.conf import ConfigPostgres
+
+    conf = ConfigPostgres()
+    schema_name = args.schema or conf.postgres_schema
+    # Offline SQL needs no server; a placeholder URL keeps the settings valid.
+    settings = DatabaseSettings(url="postgresql://offline/offline", schema=schema_name)
+    sys.stdout.write(schema.offline_sql(settings, args.range))
+    return 0
+
+
+def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    db = sub.add_parser("db", help="create, migrate and check the schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+
+    upgrade = db_sub.add_parser("upgrade", help="migrate up (default: to head)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    _add_connection_options(upgrade)
+    upgrade.set_defaults(handler=_db_upgrade)
+
+    downgrade = db_sub.add_parser("downgrade", help="migrate down to REVISION (base: drop all)")
+    downgrade.add_argument("revision")
+    _add_connection_options(downgrade)
+    downgrade.set_defaults(handler=_db_downgrade)
+
+    current = db_sub.add_parser("current", help="show the database's revision")
+    _add_connection_options(current)
+    current.set_defaults(handler=_db_current)
+
+    history = db_sub.add_parser("history", help="list the shipped revisions")
+    history.set_defaults(handler=_db_history)
+
+    check = db_sub.add_parser("check", help="exit 1 unless the database is at head")
+    _add_connection_options(check)
+    check.set_defaults(handler=_db_check)
+
+    sql = db_sub.add_parser("sql", help="print migration SQL for review, touching no database")
+    sql.add_argument("range", metavar="[FROM:]TO", help="e.g. head, or 0001:head, or head:base")
+    sql.add_argument("--schema", help="Postgres schema of the pynenc tables (default: public)")
+    sql.set_defaults(handler=_db_sql)
+
+
+# -- entry point ----------------------------------------------------------------------
+
+CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+# Each command group registers its own subparser; add new groups here.
+COMMAND_GROUPS: list[CommandRegistrar] = [_add_db_commands]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pynenc-postgres",
+        description="PostgreSQL plugin for pynenc: schema, retention, inspection, demo.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    for register in COMMAND_GROUPS:
+        register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except PostgresPluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
