@@ -199,7 +199,7 @@ def upgrade() -> None:
             "status",
             sa.Text(),
             nullable=False,
-            comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ...",
+            comment="Status value as pynenc writes it: registered, running, success, failed, ...",
         ),
         sa.Column(
             "status_owner_id",

@@ -130,7 +130,8 @@ class InvocationHistory(Base):
         comment="When pynenc recorded the change (client clock, UTC, microseconds).",
     )
     status: Mapped[str] = mapped_column(
-        primary_key=True, comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ..."
+        primary_key=True,
+        comment="Status value as pynenc writes it: registered, running, success, failed, ...",
     )
     status_owner_id: Mapped[str | None] = mapped_column(
         comment="Runner that owns the invocation in this status, if any."

@@ -71,7 +71,8 @@ def strip_password(raw: str) -> str:
         return ""
     if url.password is None:
         return raw
-    return url.set(password=None).render_as_string(hide_password=False)
+    # URL.set() treats None as "unchanged"; the named-tuple replace really drops it.
+    return url._replace(password=None).render_as_string(hide_password=False)
 
 
 def _describe_unparsable(raw: str) -> str:
