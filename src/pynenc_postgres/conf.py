@@ -68,12 +68,9 @@ class ConfigPostgres(ConfigPynencBase):
 
 
 class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
-    """
-    Configuration of :class:`~pynenc_postgres.state_backend.PostgresStateBackend`.
+    """Configuration of :class:`~pynenc_postgres.state_backend.PostgresStateBackend`.
 
-    :cvar ConfigField[int] postgres_page_size:
-        Rows fetched per round trip by the iterators that return open-ended lists
-        (workflow runs, child invocations).
+    Holds the shared :class:`ConfigPostgres` connection settings; class-specific
+    environment variables (``PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL``) override
+    the shared ones for the state backend alone.
     """
-
-    postgres_page_size = ConfigField(500)
