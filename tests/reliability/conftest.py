@@ -39,9 +39,9 @@ class Dedicated:
     def new_database(self) -> str:
         name = f"rel_{next(_names)}_{uuid.uuid4().hex[:6]}"
         self.server.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}")
-            .format(sql.Identifier(name), sql.Identifier(self.template), sql.Identifier(APP_ROLE))
-            
+            sql.SQL("CREATE DATABASE {} TEMPLATE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(self.template), sql.Identifier(APP_ROLE)
+            )
         )
         return name
 
@@ -61,9 +61,9 @@ def dedicated(request: pytest.FixtureRequest) -> Iterator[Dedicated]:
     try:
         server.start()
         server.execute(
-            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}")
-            .format(sql.Identifier(APP_ROLE), sql.Literal(APP_PASSWORD))
-            
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(
+                sql.Identifier(APP_ROLE), sql.Literal(APP_PASSWORD)
+            )
         )
         handle = Dedicated(server)
         server.execute(f"CREATE DATABASE {handle.template} OWNER {APP_ROLE}")

