@@ -71,8 +71,8 @@ def strip_password(raw: str) -> str:
         url = make_url(raw)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return ""
-    if url.password is None:
-        return raw
+    if not url.password:
+        return raw  # nothing secret: keep the URL exactly as configured
     # URL.set() treats None as "leave unchanged", so the field is replaced directly.
     return url._replace(password=None).render_as_string(hide_password=False)
 
