@@ -42,6 +42,13 @@ class ConfigPostgres(ConfigPynencBase):
         psycopg ``prepare_threshold``: executions before a statement is prepared
         server-side. A negative value disables prepared statements, for
         transaction-mode poolers that do not support them.
+    :cvar ConfigField[str] postgres_apply_settings:
+        How ``statement_timeout`` and ``synchronous_commit`` reach the server.
+        ``startup`` (default) sends them once, as libpq startup options, when a
+        connection opens: free per call, but transaction-mode poolers (PgBouncer)
+        reject or lose them. ``transaction`` applies them with ``SET LOCAL`` inside
+        each call's own transaction: no session state, at the cost of extra round
+        trips per call.
     :cvar ConfigField[int] postgres_retry_attempts:
         Attempts for a call that fails with a transient error (connection lost,
         server restarting) before the error is raised.
@@ -62,6 +69,7 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_auto_migrate = ConfigField(False)
     postgres_synchronous_commit = ConfigField("")
     postgres_prepare_threshold = ConfigField(1)
+    postgres_apply_settings = ConfigField("startup")
     postgres_retry_attempts = ConfigField(6)
     postgres_retry_initial_delay = ConfigField(0.1)
     postgres_retry_max_delay = ConfigField(5.0)
