@@ -28,6 +28,11 @@ def divide(x: int, y: int) -> float:
     return x / y
 
 
+@app.task
+def parse(text: str) -> int:
+    return int(text)
+
+
 @app.task(max_retries=2, retry_for=(ConnectionError,))
 def flaky(key: str) -> str:
     """Fails with ConnectionError on its first attempt, then succeeds."""
@@ -53,7 +58,8 @@ def stuck() -> str:
 @app.workflow
 def pipeline(n: int) -> int:
     """A workflow whose steps are sub-invocations."""
+    pipeline.wf.set_data("steps", n)
     return sum(add(i, i).result for i in range(n))
 
 
-ALL_TASKS = (add, divide, flaky, slow, stuck, pipeline)
+ALL_TASKS = (add, divide, parse, flaky, slow, stuck, pipeline)
