@@ -48,9 +48,7 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
         .postgres(url=url)
         .thread_runner(min_threads=1, max_threads=4)
         .app_id(app_id)
-        .custom_config(
-            runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01
-        )
+        .custom_config(runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01)
         .build()
     )
 
@@ -190,5 +188,3 @@ def all_rows(url: str) -> dict[str, set[tuple[Any, ...]]]:
     )
     with psycopg.connect(url, autocommit=True) as conn:
         return {table: set(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in tables}
-
-

@@ -36,9 +36,7 @@ def check_failures_last_hour(conn: psycopg.Connection, seed: Seed) -> None:
 
 
 def check_invocation_timeline(conn: psycopg.Connection, seed: Seed) -> None:
-    rows = run(
-        conn, "invocation_timeline", {"app_id": APP_A, "invocation_id": seed.ids["flaky"]}
-    )
+    rows = run(conn, "invocation_timeline", {"app_id": APP_A, "invocation_id": seed.ids["flaky"]})
     assert [(row[0], row[1]) for row in rows] == list(
         enumerate(
             ["registered", "pending", "running", "retry", "pending", "running", "success"],
@@ -87,7 +85,9 @@ def check_stuck_running(conn: psycopg.Connection, seed: Seed) -> None:
 
 def check_workflow_with_sub_invocations(conn: psycopg.Connection, seed: Seed) -> None:
     rows = run(
-        conn, "workflow_with_sub_invocations", {"app_id": APP_A, "workflow_id": seed.ids["pipeline"]}
+        conn,
+        "workflow_with_sub_invocations",
+        {"app_id": APP_A, "workflow_id": seed.ids["pipeline"]},
     )
     assert rows[0][:4] == ("workflow", seed.ids["pipeline"], TASKS + "pipeline", "success")
     subs = rows[1:]
@@ -114,9 +114,10 @@ def check_runner_activity(conn: psycopg.Connection, seed: Seed) -> None:
     assert by_status["retry"][1:3] == (1, 1)
     assert by_status["success"][1] >= 8
     assert by_status["registered"][1] >= 3  # the workflow registered its steps
-    assert "running" not in {row[0] for row in run(
-        conn, "runner_activity", {"app_id": APP_B, "runner_id": seed.runner_a}
-    )}
+    assert "running" not in {
+        row[0]
+        for row in run(conn, "runner_activity", {"app_id": APP_B, "runner_id": seed.runner_a})
+    }
 
 
 def check_runners_of_app(conn: psycopg.Connection, seed: Seed) -> None:
