@@ -7,9 +7,10 @@ import sys
 from datetime import UTC, datetime
 
 from pynenc_postgres.db.errors import PostgresConfigError
+from pynenc_postgres.db.settings import DatabaseSettings
 
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _settings(args: argparse.Namespace) -> DatabaseSettings:
     # Imported here: cli.py imports this module while it is being defined.
     from pynenc_postgres.cli import settings_from_args
 

@@ -218,7 +218,6 @@ def purge_invocations(
     per_table = _table_sql(settings.schema, dry_run)
     cursor: tuple[datetime, str, str] = (_START, "", "")
 
-
     Cursor = tuple[datetime, str, str]
     seen_memberships: set[tuple[str, str]] = set()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -86,7 +87,7 @@ def test_timeline_view_matches_the_history_in_order(audit_seed: Seed, seeded_url
             ).fetchall()
             assert [row[1:4] for row in timeline] == history
             assert [row[0] for row in timeline] == list(range(1, len(history) + 1))
-            for previous, current in zip(timeline, timeline[1:], strict=False):
+            for previous, current in itertools.pairwise(timeline):
                 assert current[4] == previous[1]
                 assert current[5] == current[2] - previous[2]
                 assert current[6] == current[2] - timeline[0][2]
