@@ -126,7 +126,9 @@ def check_runners_of_app(conn: psycopg.Connection, seed: Seed) -> None:
     # the seeding process and the killed worker each had an external and a thread runner
     assert classes == ["ExternalRunner", "ExternalRunner", "ThreadRunner", "ThreadRunner"]
     by_id = {row[0]: row for row in rows}
-    assert by_id[seed.runner_a][5] >= 40
+    # 12 runs (pending, running), 8 successes, 3 failures, 1 retry, 3 workflow
+    # registrations: 39 changes, plus those of pynenc's own recovery tasks.
+    assert by_id[seed.runner_a][5] >= 39
     rows_b = run(conn, "runners_of_app", {"app_id": APP_B})
     assert sorted(row[1] for row in rows_b) == ["ExternalRunner", "ThreadRunner"]
     assert seed.runner_a not in {row[0] for row in rows_b}
