@@ -10,6 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from pynenc_postgres.audit_cli import add_inspect_commands, add_purge_command
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.errors import PostgresPluginError
 from pynenc_postgres.db.settings import DatabaseSettings
@@ -131,7 +132,11 @@ def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Each command group registers its own subparser; add new groups here.
-COMMAND_GROUPS: list[CommandRegistrar] = [_add_db_commands]
+COMMAND_GROUPS: list[CommandRegistrar] = [
+    _add_db_commands,
+    add_purge_command,
+    add_inspect_commands,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

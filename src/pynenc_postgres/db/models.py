@@ -267,7 +267,15 @@ class WorkflowSubInvocation(Base):
     """Invocations that ran inside a workflow."""
 
     __tablename__ = "pynenc_workflow_sub_invocation"
-    __table_args__ = ({"comment": "Invocations (tasks or sub-workflows) run inside a workflow."},)
+    __table_args__ = (
+        # Retention finds an invocation's workflow membership by its own id.
+        Index(
+            "ix_pynenc_workflow_sub_invocation_app_id_sub_invocation_id",
+            "app_id",
+            "sub_invocation_id",
+        ),
+        {"comment": "Invocations (tasks or sub-workflows) run inside a workflow."},
+    )
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
     workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Enclosing workflow run.")
@@ -278,3 +286,6 @@ class WorkflowSubInvocation(Base):
 
 
 VERSION_TABLE = "pynenc_alembic_version"
+
+AUDIT_VIEWS = ("pynenc_invocation_status", "pynenc_invocation_timeline")
+"""Views created by migration 0002; not modelled, so autogenerate must skip them."""
