@@ -34,6 +34,10 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[bool] postgres_auto_migrate:
         Upgrade the schema to head on first connect, under an advisory lock.
         Off by default: production schemas change through ``pynenc-postgres db upgrade``.
+    :cvar ConfigField[int] postgres_migration_lock_timeout_ms:
+        ``lock_timeout`` of a migration, in milliseconds: a migration that cannot lock a
+        busy table within it fails instead of queueing every other query behind it.
+        0 waits forever.
     :cvar ConfigField[str] postgres_synchronous_commit:
         ``synchronous_commit`` for this plugin's connections (``on``, ``off``, ...).
         Empty keeps the server's setting. ``off`` trades the last few hundred
@@ -67,6 +71,7 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_statement_timeout_ms = ConfigField(60_000)
     postgres_application_name = ConfigField("pynenc")
     postgres_auto_migrate = ConfigField(False)
+    postgres_migration_lock_timeout_ms = ConfigField(10_000)
     postgres_synchronous_commit = ConfigField("")
     postgres_prepare_threshold = ConfigField(1)
     postgres_apply_settings = ConfigField("startup")

@@ -19,7 +19,7 @@ Rules every table follows:
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, Integer, MetaData, Text, func, text
+from sqlalchemy import BigInteger, Boolean, MetaData, Text, func, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
@@ -202,7 +202,8 @@ class RunnerContext(Base):
     parent_runner_id: Mapped[str | None] = mapped_column(
         comment="Enclosing context (e.g. the runner of a worker process), if any."
     )
-    pid: Mapped[int] = mapped_column(Integer, comment="Operating-system process id.")
+    # BIGINT: a Windows process id is an unsigned 32-bit number.
+    pid: Mapped[int] = mapped_column(comment="Operating-system process id.")
     hostname: Mapped[str] = mapped_column(comment="Host the context ran on.")
     thread_id: Mapped[int] = mapped_column(comment="Python thread identifier.")
     created_at: Mapped[datetime] = _created_at()

@@ -102,6 +102,7 @@ class DatabaseSettings:
     prepare_threshold: int = 1
     apply_settings: str = "startup"
     auto_migrate: bool = False
+    migration_lock_timeout_ms: int = 10_000
     retry_attempts: int = 6
     retry_initial_delay: float = 0.1
     retry_max_delay: float = 5.0
@@ -145,6 +146,7 @@ class DatabaseSettings:
             prepare_threshold=conf.postgres_prepare_threshold,
             apply_settings=conf.postgres_apply_settings,
             auto_migrate=conf.postgres_auto_migrate,
+            migration_lock_timeout_ms=conf.postgres_migration_lock_timeout_ms,
             retry_attempts=conf.postgres_retry_attempts,
             retry_initial_delay=conf.postgres_retry_initial_delay,
             retry_max_delay=conf.postgres_retry_max_delay,
