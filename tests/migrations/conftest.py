@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Iterator
@@ -143,9 +145,7 @@ def newer_scripts(tmp_path: Path) -> NewerScripts:
     of the shipped scripts.
     """
     copy = tmp_path / "migrations"
-    shutil.copytree(
-        schema.migrations_path(), copy, ignore=shutil.ignore_patterns("__pycache__")
-    )
+    shutil.copytree(schema.migrations_path(), copy, ignore=shutil.ignore_patterns("__pycache__"))
     old_head = schema.head_revision()
     new_head = f"{int(old_head) + 1:04d}"
     (copy / "versions" / f"{new_head}_test_only_extra.py").write_text(
@@ -193,3 +193,17 @@ def password_database(postgres_server: PostgresServer) -> Iterator[PasswordDatab
     postgres_server.drop_database(name)
     with postgres_server.admin() as conn:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once per session from the checkout (no network)."""
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = out.glob("pynenc_postgres-*.whl")
+    return wheel

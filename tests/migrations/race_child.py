@@ -1,9 +1,10 @@
 """One of the processes of the auto-migrate race (tests/migrations/test_auto_migrate.py).
 
-``main(url)``, imported by a fresh interpreter (tasks cannot live in ``__main__``), builds a pynenc app with auto-migrate on,
-prints ``ready``, waits for a line on stdin (so every process reaches the first connect
-at the same moment), then stores an invocation through the backend, reads it back and
-prints one JSON line. Alembic's "Running upgrade" lines go to stderr, tagged with the pid.
+A fresh interpreter imports ``main(url)`` (a task cannot live in ``__main__``), which
+builds a pynenc app with auto-migrate on, prints ``ready``, and waits for a line on
+stdin, so that every process reaches its first connect at the same moment. It then
+stores an invocation through the backend, reads it back and prints one JSON line.
+Alembic's "Running upgrade" lines go to stderr, tagged with the pid.
 """
 
 from __future__ import annotations

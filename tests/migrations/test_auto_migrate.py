@@ -45,7 +45,7 @@ def test_eight_processes_start_at_once_and_exactly_one_migrates(empty_database_u
                 child.kill()
                 child.wait()
 
-    for child, (out, err) in zip(children, outputs, strict=True):
+    for child, (_out, err) in zip(children, outputs, strict=True):
         assert child.returncode == 0, err
         assert "Traceback" not in err and "Error" not in err, err
     results = [json.loads(out.strip()) for out, _ in outputs]

@@ -20,14 +20,14 @@ from pynenc_postgres.db.settings import DatabaseSettings, parse_url
 from tests.migrations import race_child
 from tests.migrations.conftest import catalog, pynenc_relations
 
-APP_ENV = '''\
+APP_ENV = """\
 from alembic import context
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, target_metadata=None)
 with context.begin_transaction():
     context.run_migrations()
-'''
+"""
 
 APP_REVISION = '''\
 """{doc}"""

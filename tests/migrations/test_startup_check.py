@@ -47,8 +47,14 @@ def schema_options(schema_name: str) -> list[str]:
 def command(action: str, db: PasswordDatabase, schema_name: str = "public") -> str:
     """The command line that the message must name, URL redacted."""
     return shlex.join(
-        ["pynenc-postgres", "db", *action.split(), "--url", redact_url(db.url)]
-        + schema_options(schema_name)
+        [
+            "pynenc-postgres",
+            "db",
+            *action.split(),
+            "--url",
+            redact_url(db.url),
+            *schema_options(schema_name),
+        ]
     )
 
 
