@@ -1,7 +1,7 @@
 """The offline SQL of the migrations passes the squawk Postgres migration linter.
 
 The two rules that ``.squawk.toml`` excludes are explained there and in
-docs/migrations.md; every other finding fails this test.
+docs/migrations.md, and so is each finding in ``ACCEPTED``; any other finding fails.
 """
 
 from __future__ import annotations
@@ -20,6 +20,17 @@ from pynenc_postgres.db import schema
 from tests.migrations.conftest import REPO
 
 CONFIG = REPO / ".squawk.toml"
+
+# Findings of one revision step that were reviewed and kept, with the reason (also in
+# docs/migrations.md). Each must still occur, so a fixed finding is removed from here.
+ACCEPTED: dict[tuple[str, str], str] = {
+    ("0002", "require-concurrent-index-creation"): (
+        "CREATE INDEX CONCURRENTLY cannot run in a transaction, and every migration runs in "
+        "one transaction holding the migration lock. The plain build blocks writes (not "
+        "reads) to pynenc_workflow_sub_invocation while it runs; lock_timeout bounds the "
+        "wait for the lock."
+    ),
+}
 
 
 def _squawk() -> str:
@@ -61,9 +72,14 @@ def test_upgrade_sql_from_base_to_head_passes_squawk(
 def test_each_revision_step_passes_squawk(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    seen: set[tuple[str, str]] = set()
     for script in schema.script_directory().walk_revisions():
         step = f"{script.down_revision or 'base'}:{script.revision}"
-        assert lint(offline_sql(capsys, step), tmp_path) == [], step
+        rules = {str(f["rule_name"]) for f in lint(offline_sql(capsys, step), tmp_path)}
+        accepted = {rule for rule in rules if (script.revision, rule) in ACCEPTED}
+        assert rules == accepted, f"{step}: squawk reports {sorted(rules - accepted)}"
+        seen |= {(script.revision, rule) for rule in accepted}
+    assert seen == set(ACCEPTED), f"accepted findings that no longer occur: {set(ACCEPTED) - seen}"
 
 
 def test_the_excluded_rules_are_the_only_findings(
