@@ -135,11 +135,13 @@ def _literal(text: str) -> str:
 
 def upgrade() -> None:
     # Retention deletes an invocation's workflow membership by sub-invocation id.
+    # IF NOT EXISTS lets a DBA build the index CONCURRENTLY ahead of a large upgrade.
     op.create_index(
         "ix_pynenc_workflow_sub_invocation_app_id_sub_invocation_id",
         "pynenc_workflow_sub_invocation",
         ["app_id", "sub_invocation_id"],
         unique=False,
+        if_not_exists=True,
     )
     op.execute(STATUS_VIEW)
     op.execute(TIMELINE_VIEW)
