@@ -1,9 +1,10 @@
 """Connections: one engine per process and settings, fork-safe, with bounded retries.
 
-Hot paths run on the raw psycopg connection in autocommit mode: one statement is one
+Hot paths run on raw psycopg connections in autocommit mode: one statement is one
 round trip and one commit, with no BEGIN, no ROLLBACK on return to the pool and no
-ORM in between. SQLAlchemy provides the pool, the dialect for migrations, and the
-URL handling.
+ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`,
+whose checkout is a list pop. SQLAlchemy provides the dialect for migrations and the
+URL handling; its engine is only created for callers that ask for it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pynenc_postgres.db.errors import (
     is_transient,
     translate,
 )
+from pynenc_postgres.db.pool import ConnectionPool
 from pynenc_postgres.db.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Database:
         self.settings = settings
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
 
@@ -68,7 +72,8 @@ class Database:
                     self._schema_ready = False
         return self._engine
 
-    def _create_engine(self) -> Engine:
+    def _connect_args(self) -> dict[str, Any]:
+        """psycopg connection arguments, shared by the pool and the SQLAlchemy engine."""
         s = self.settings
         options = []
         if s.statement_timeout_ms > 0:
@@ -82,6 +87,10 @@ class Database:
         }
         if options:
             connect_args["options"] = " ".join(options)
+        return connect_args
+
+    def _create_engine(self) -> Engine:
+        s = self.settings
         return create_engine(
             s.sqlalchemy_url,
             poolclass=QueuePool,
@@ -92,23 +101,58 @@ class Database:
             # a reset would cost a round trip per call.
             pool_reset_on_return=None,
             isolation_level="AUTOCOMMIT",
-            connect_args=connect_args,
+            connect_args=self._connect_args(),
         )
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The process's pool of raw connections, created on first use and after a fork."""
+        pool = self._pool
+        if pool is None or self._pool_pid != os.getpid():
+            with self._lock:
+                pool = self._pool
+                if pool is None or self._pool_pid != os.getpid():
+                    pool = self._create_pool()
+                    self._pool = pool
+                    self._pool_pid = os.getpid()
+                    self._schema_ready = False
+        return pool
+
+    def _create_pool(self) -> ConnectionPool:
+        s = self.settings
+        conninfo = s.sqlalchemy_url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        connect_args = self._connect_args()
+
+        def connect() -> psycopg.Connection[Any]:
+            return psycopg.connect(conninfo, autocommit=True, **connect_args)
+
+        return ConnectionPool(connect, s.pool_size, s.max_overflow, s.pool_timeout)
 
     def dispose(self) -> None:
         """Close every pooled connection of this process; the next call opens new ones."""
         with self._lock:
-            if self._engine is not None and self._engine_pid == os.getpid():
+            mine = os.getpid()
+            if self._engine is not None and self._engine_pid == mine:
                 self._engine.dispose()
+            if self._pool is not None and self._pool_pid == mine:
+                self._pool.close()
             self._engine = None
             self._engine_pid = None
+            self._pool = None
+            self._pool_pid = None
 
     def forget_after_fork(self) -> None:
         """Drop the parent's pool without closing its sockets, which the parent still uses."""
         if self._engine is not None:
             self._engine.dispose(close=False)
+        if self._pool is not None:
+            self._pool.forget()
         self._engine = None
         self._engine_pid = None
+        self._pool = None
+        self._pool_pid = None
         self._schema_ready = False
         self._lock = threading.Lock()
 
@@ -118,18 +162,19 @@ class Database:
 
         Driver errors are not translated here; :meth:`run` does that after retrying.
         """
-        fairy = self.engine.raw_connection()
+        pool = self.pool
+        conn = pool.get()
         try:
-            conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
             if not self._schema_ready:
                 self._prepare_schema(conn)
             yield conn
         except BaseException as exc:
-            if conn_is_broken(fairy.driver_connection, exc):
-                fairy.invalidate(exc if isinstance(exc, Exception) else None)
+            if conn_is_broken(conn, exc):
+                pool.discard(conn)
+            else:
+                pool.put(conn)
             raise
-        finally:
-            fairy.close()
+        pool.put(conn)
 
     def _prepare_schema(self, conn: psycopg.Connection[Any]) -> None:
         from pynenc_postgres.db import schema
@@ -151,10 +196,39 @@ class Database:
         :raises PostgresPluginError: the failure was permanent, or outlasted
             ``postgres_retry_attempts``.
         """
+        # The first attempt inlines connection(): this is the path every call takes.
+        pool = self._pool
+        if pool is not None and self._schema_ready and self._pool_pid == os.getpid():
+            conn = pool.get()
+            try:
+                if transaction:
+                    with conn.transaction():
+                        result = operation(conn)
+                else:
+                    result = operation(conn)
+            except BaseException as exc:
+                if conn_is_broken(conn, exc):
+                    pool.discard(conn)
+                else:
+                    pool.put(conn)
+                if not isinstance(exc, Exception):
+                    raise
+                return self._run_with_retries(operation, transaction, exc)
+            pool.put(conn)
+            return result
+        return self._run_with_retries(operation, transaction, None)
+
+    def _run_with_retries(
+        self, operation: Operation[T], transaction: bool, failure: Exception | None
+    ) -> T:
+        """The retry loop of :meth:`run`; ``failure`` is the first attempt's error, if any."""
         s = self.settings
         delay = s.retry_initial_delay
         for attempt in range(1, s.retry_attempts + 1):
             try:
+                if failure is not None:
+                    exc, failure = failure, None
+                    raise exc
                 with self.connection() as conn:
                     if transaction:
                         with conn.transaction():

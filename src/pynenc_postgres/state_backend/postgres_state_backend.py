@@ -64,9 +64,12 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
     def settings(self) -> DatabaseSettings:
         return DatabaseSettings.from_config(self.conf)
 
-    @property
+    @cached_property
     def db(self) -> Database:
-        """The process-wide database handle; looked up, never pickled."""
+        """The process-wide database handle; looked up once per instance, never pickled.
+
+        The handle itself recreates its pool after a fork, so keeping it is safe.
+        """
         return get_database(self.settings)
 
     @cached_property
@@ -79,7 +82,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql"):
+        for derived in ("conf", "settings", "sql", "db"):
             state.pop(derived, None)
         return state
 
