@@ -65,7 +65,9 @@ def bench_database(admin_url: str, name: str | None = None) -> Iterator[BenchDat
     """Create ``name`` (default: a unique name), migrate it to head, drop it on exit."""
     db = BenchDatabase(admin_url, name or f"pynenc_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}")
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db.name))
+        )
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db.name)))
     try:
         schema.upgrade(DatabaseSettings(url=db.url))

@@ -35,8 +35,8 @@ from pynenc.invocation.status import InvocationStatus, InvocationStatusRecord
 from pynenc.runner.runner_context import RunnerContext
 
 from benchmarks.common import (
-    bench_task,
     bench_database,
+    bench_task,
     machine_description,
     median,
     postgres_server,
@@ -144,12 +144,13 @@ class RawFloor:
     def __init__(self, url: str, synchronous_commit: str = "") -> None:
         options = f"-c synchronous_commit={synchronous_commit}" if synchronous_commit else ""
         self.conn = psycopg.connect(url, autocommit=True, options=options)
+        self.cursor = self.conn.cursor()
         self.sql = statements("public")
 
     def run(self, n: int, tag: str) -> None:
         from datetime import UTC, datetime
 
-        conn, sql, app_id = self.conn, self.sql, f"floor-{tag}"
+        conn, sql, app_id = self.cursor, self.sql, f"floor-{tag}"
         runner = f"runner-{tag}"
         conn.execute(
             sql.store_runner_context,
@@ -177,13 +178,13 @@ class RawFloor:
             )
             for inv_id in ids:
                 for status, owner in (
-                    ("REGISTERED", None),
-                    ("RUNNING", runner),
-                    ("SUCCESS", runner),
+                    ("registered", None),
+                    ("running", runner),
+                    ("success", runner),
                 ):
                     now = datetime.now(UTC)
                     conn.execute(
-                        sql.add_histories, (app_id, now, status, owner, now, runner, None, [inv_id])
+                        sql.add_history, (inv_id, app_id, now, status, owner, now, runner, None)
                     )
                 conn.execute(sql.set_result, (app_id, inv_id, "1"))
                 conn.execute(sql.get_invocation, (app_id, inv_id)).fetchone()
@@ -192,7 +193,7 @@ class RawFloor:
 
     def purge(self, tag: str) -> None:
         for statement in self.sql.purge_app:
-            self.conn.execute(statement, (f"floor-{tag}",))
+            self.cursor.execute(statement, (f"floor-{tag}",))
 
 
 # -- one round ---------------------------------------------------------------------------
@@ -384,14 +385,13 @@ TARGETS: list[tuple[str, str, float]] = [
 
 def render(results: Results, rounds: int, n: int) -> str:
     lines = [
-        f"| backend | µs / invocation (median of {rounds}) | min | × ours (durable) |",
+        f"| backend | µs / invocation (median of {rounds}) | min | x ours (durable) |",
         "|---|---:|---:|---:|",
     ]
     for kind in results.kinds:
         ratio = results.ratio(kind, OURS)
         lines.append(
-            f"| {kind} | {results.us(kind):.0f} | {min(results.runs[kind]):.0f} | "
-            f"{ratio:.2f} |"
+            f"| {kind} | {results.us(kind):.0f} | {min(results.runs[kind]):.0f} | {ratio:.2f} |"
         )
     lines += ["", "| target | measured | limit | met |", "|---|---:|---:|---|"]
     for kind, reference, limit in TARGETS:
@@ -402,9 +402,7 @@ def render(results: Results, rounds: int, n: int) -> str:
         met = "yes" if ratio <= limit else "**no**"
         lines.append(f"| {kind} / {reference} | {ratio:.2f} | ≤ {limit} | {met} |")
     lines.append("")
-    lines.append(
-        f"N = {n} invocations per round; ratios are medians of the per-round ratios."
-    )
+    lines.append(f"N = {n} invocations per round; ratios are medians of the per-round ratios.")
     return "\n".join(lines)
 
 
@@ -458,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                 body += [
                     "",
                     f"{args.writers} writer processes on the same app: "
-                    f"**{ratio:.2f} ×** the throughput of one (target ≥ 1.4), "
+                    f"**{ratio:.2f}x** the throughput of one (target ≥ 1.4), "
                     "median of 3 alternating rounds.",
                 ]
             replace_section("workload", "\n".join(body))
@@ -467,4 +465,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -14,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -29,7 +29,7 @@ from pynenc_postgres.db.errors import (
     is_transient,
     translate,
 )
-from pynenc_postgres.db.pool import ConnectionPool
+from pynenc_postgres.db.pool import ConnectionPool, PooledConnection
 from pynenc_postgres.db.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class Database:
         connect_args = self._connect_args()
 
         def connect() -> psycopg.Connection[Any]:
-            return psycopg.connect(conninfo, autocommit=True, **connect_args)
+            return PooledConnection.connect(conninfo, autocommit=True, **connect_args)
 
         return ConnectionPool(connect, s.pool_size, s.max_overflow, s.pool_timeout)
 
@@ -185,6 +185,31 @@ class Database:
             schema.ensure_ready(self, conn)
             self._schema_ready = True
 
+    def fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """Run one statement (with retries) and return its first row, if any."""
+
+        def op(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = _cursor(conn).execute(query, params).fetchone()
+            return row
+
+        return self.run(op)
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (with retries) and return all its rows."""
+
+        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+            return _cursor(conn).execute(query, params).fetchall()
+
+        return self.run(op)
+
+    def execute(self, query: str, params: Sequence[Any]) -> None:
+        """Run one statement (with retries); it is committed when this returns."""
+
+        def op(conn: psycopg.Connection[Any]) -> None:
+            _cursor(conn).execute(query, params)
+
+        self.run(op)
+
     def run(self, operation: Operation[T], *, transaction: bool = False) -> T:
         """Run ``operation`` on a pooled connection; retry transient failures with backoff.
 
@@ -199,7 +224,10 @@ class Database:
         # The first attempt inlines connection(): this is the path every call takes.
         pool = self._pool
         if pool is not None and self._schema_ready and self._pool_pid == os.getpid():
-            conn = pool.get()
+            try:
+                conn = pool.get()
+            except Exception as exc:  # pool exhausted, or a new connection failed
+                return self._run_with_retries(operation, transaction, exc)
             try:
                 if transaction:
                     with conn.transaction():
@@ -261,6 +289,12 @@ class Database:
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, s.retry_max_delay)
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    if isinstance(conn, PooledConnection):
+        return conn.statement_cursor()
+    return conn.cursor()
 
 
 def conn_is_broken(conn: Any, exc: BaseException) -> bool:

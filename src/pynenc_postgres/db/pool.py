@@ -26,6 +26,23 @@ Connection = psycopg.Connection[Any]
 _IDLE = TransactionStatus.IDLE
 
 
+class PooledConnection(psycopg.Connection[Any]):
+    """A psycopg connection that keeps one cursor for the single statements of the hot path.
+
+    Creating a cursor per statement costs as much CPU as adapting its parameters;
+    a pooled connection serves one thread at a time, so one cursor is enough.
+    """
+
+    _statement_cursor: psycopg.Cursor[Any] | None = None
+
+    def statement_cursor(self) -> psycopg.Cursor[Any]:
+        """The connection's reusable cursor (results are read before the next statement)."""
+        cur = self._statement_cursor
+        if cur is None or cur.closed:
+            cur = self._statement_cursor = self.cursor()
+        return cur
+
+
 class PoolTimeoutError(sqlalchemy.exc.TimeoutError):
     """No connection became free within ``pool_timeout`` (handled like SQLAlchemy's)."""
 

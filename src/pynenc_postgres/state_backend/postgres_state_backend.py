@@ -89,23 +89,13 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
     # -- small helpers -------------------------------------------------------------
 
     def _fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        def op(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
-            return row
-
-        return self.db.run(op)
+        return self.db.fetchone(query, params)
 
     def _fetchall(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return conn.execute(query, params).fetchall()
-
-        return self.db.run(op)
+        return self.db.fetchall(query, params)
 
     def _write(self, query: str, params: Sequence[Any]) -> None:
-        def op(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(query, params)
-
-        self.db.run(op)
+        self.db.execute(query, params)
 
     def _ids(self, query: str, params: Sequence[Any]) -> Iterator[InvocationId]:
         return iter([InvocationId(row[0]) for row in self._fetchall(query, params)])
@@ -134,10 +124,8 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         settings = DatabaseSettings.from_config(ConfigStateBackendPostgres())
         sql = statements(settings.schema)
 
-        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return conn.execute(sql.all_app_infos).fetchall()
-
-        return {row[0]: AppInfo.from_json(row[1]) for row in get_database(settings).run(op)}
+        rows = get_database(settings).fetchall(sql.all_app_infos)
+        return {row[0]: AppInfo.from_json(row[1]) for row in rows}
 
     # -- invocations ---------------------------------------------------------------
 
@@ -223,19 +211,21 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         if not invocation_ids:
             return
         record = invocation_history.status_record
-        self._write(
-            self.sql.add_histories,
-            (
-                self.app_id,
-                as_utc(invocation_history.timestamp),
-                record.status.value,
-                record.runner_id,
-                as_utc(record.timestamp),
-                invocation_history.runner_context_id,
-                invocation_history.registered_by_inv_id,
-                list(invocation_ids),
-            ),
+        values = (
+            self.app_id,
+            as_utc(invocation_history.timestamp),
+            record.status.value,
+            record.runner_id,
+            as_utc(record.timestamp),
+            invocation_history.runner_context_id,
+            invocation_history.registered_by_inv_id,
         )
+        # pynenc's add_history and add_histories both pass one id per call; a plain
+        # VALUES row spares adapting an array and unnesting it.
+        if len(invocation_ids) == 1:
+            self._write(self.sql.add_history, (invocation_ids[0], *values))
+        else:
+            self._write(self.sql.add_histories, (*values, list(invocation_ids)))
 
     def _get_history(self, invocation_id: InvocationId) -> list[InvocationHistory]:
         rows = self._fetchall(self.sql.get_history, (self.app_id, invocation_id))
