@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import re
@@ -10,8 +11,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -22,6 +25,7 @@ from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.settings import DatabaseSettings, redact_url
 
 URL_ENV = "PYNENC_BENCH_POSTGRES_URL"
+BASE = datetime(2025, 1, 1, tzinfo=UTC)
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 
@@ -139,3 +143,53 @@ def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+# -- server-side seeding (scale benchmark, and a realistic base for the workload) ---------
+
+
+def inv_id(app: str, i: int) -> str:
+    """The seeded id of invocation ``i`` of ``app`` (the same md5 the SQL computes)."""
+    return hashlib.md5(f"{app}:{i}".encode()).hexdigest()
+
+
+SEED_SQL = {
+    "pynenc_invocation": """
+        INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id, arguments_id,
+            serialized_arguments, parent_invocation_id, workflow_id, workflow_type_key)
+        SELECT %(app)s, md5(%(app)s || ':' || i), 'benchmarks.common.bench_task',
+               'benchmarks.common.bench_task:' || md5(i::text), md5(i::text),
+               '{"x": "' || i || '"}',
+               CASE WHEN i %% 10 <> 0 THEN md5(%(app)s || ':' || (i - i %% 10)) END,
+               md5(%(app)s || ':' || (i - i %% 10)), 'benchmarks.common.bench_task'
+        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
+        ON CONFLICT DO NOTHING""",
+    "pynenc_invocation_history": """
+        INSERT INTO pynenc_invocation_history (app_id, invocation_id, recorded_at, status,
+            status_owner_id, status_set_at, runner_id, registered_by_invocation_id)
+        SELECT %(app)s, md5(%(app)s || ':' || i),
+               %(base)s::timestamptz + i * interval '1 second' + s.k * interval '10 milliseconds',
+               s.status, CASE WHEN s.k > 0 THEN %(app)s || '-runner-' || (i %% 100) END,
+               %(base)s::timestamptz + i * interval '1 second' + s.k * interval '10 milliseconds',
+               %(app)s || '-runner-' || (i %% 100), NULL
+        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i,
+             (VALUES (0, 'registered'), (1, 'running'), (2, 'success')) AS s(k, status)
+        ON CONFLICT DO NOTHING""",
+    "pynenc_invocation_result": """
+        INSERT INTO pynenc_invocation_result (app_id, invocation_id, serialized_result)
+        SELECT %(app)s, md5(%(app)s || ':' || i), i::text
+        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
+        ON CONFLICT DO NOTHING""",
+    "pynenc_runner_context": """
+        INSERT INTO pynenc_runner_context (app_id, runner_id, runner_cls, parent_runner_id,
+            pid, hostname, thread_id)
+        SELECT %(app)s, %(app)s || '-runner-' || j, 'ThreadRunner', NULL, 1000 + j,
+               'host-' || (j %% 4), 140000000 + j
+        FROM generate_series(0, 99) AS j
+        ON CONFLICT DO NOTHING""",
+}
+
+
+def seed(conn: psycopg.Connection[Any], app: str, count: int) -> None:
+    for statement in SEED_SQL.values():
+        conn.execute(statement, {"app": app, "lo": 0, "hi": count - 1, "base": BASE})

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import random
 import resource
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +32,15 @@ import psycopg
 from pynenc import Pynenc, PynencBuilder
 
 from benchmarks.common import (
+    BASE,
     bench_database,
     bench_task,
+    inv_id,
     machine_description,
     median,
     postgres_server,
     replace_section,
+    seed,
 )
 from benchmarks.workload import OURS_OFF, SQLITE, PynencWorkload, build_app
 from pynenc_postgres.db.engine import dispose_all
@@ -48,7 +50,6 @@ BIG_APPS = 10
 SMALL_APP = "scale-small"
 SMALL = 1_000
 TOTAL = 1_000_000
-BASE = datetime(2025, 1, 1, tzinfo=UTC)
 CHILDREN = 10  # invocation i has parent i - i % CHILDREN (itself when it is a parent)
 
 SAMPLES = 300
@@ -65,53 +66,6 @@ TABLES = (
     "pynenc_workflow_data",
     "pynenc_workflow_sub_invocation",
 )
-
-
-def inv_id(app: str, i: int) -> str:
-    """The seeded id of invocation ``i`` of ``app`` (the same md5 the SQL computes)."""
-    return hashlib.md5(f"{app}:{i}".encode()).hexdigest()
-
-
-SEED_SQL = {
-    "pynenc_invocation": """
-        INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id, arguments_id,
-            serialized_arguments, parent_invocation_id, workflow_id, workflow_type_key)
-        SELECT %(app)s, md5(%(app)s || ':' || i), 'benchmarks.common.bench_task',
-               'benchmarks.common.bench_task:' || md5(i::text), md5(i::text),
-               '{"x": "' || i || '"}',
-               CASE WHEN i %% 10 <> 0 THEN md5(%(app)s || ':' || (i - i %% 10)) END,
-               md5(%(app)s || ':' || (i - i %% 10)), 'benchmarks.common.bench_task'
-        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
-        ON CONFLICT DO NOTHING""",
-    "pynenc_invocation_history": """
-        INSERT INTO pynenc_invocation_history (app_id, invocation_id, recorded_at, status,
-            status_owner_id, status_set_at, runner_id, registered_by_invocation_id)
-        SELECT %(app)s, md5(%(app)s || ':' || i),
-               %(base)s::timestamptz + i * interval '1 second' + s.k * interval '10 milliseconds',
-               s.status, CASE WHEN s.k > 0 THEN %(app)s || '-runner-' || (i %% 100) END,
-               %(base)s::timestamptz + i * interval '1 second' + s.k * interval '10 milliseconds',
-               %(app)s || '-runner-' || (i %% 100), NULL
-        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i,
-             (VALUES (0, 'registered'), (1, 'running'), (2, 'success')) AS s(k, status)
-        ON CONFLICT DO NOTHING""",
-    "pynenc_invocation_result": """
-        INSERT INTO pynenc_invocation_result (app_id, invocation_id, serialized_result)
-        SELECT %(app)s, md5(%(app)s || ':' || i), i::text
-        FROM generate_series(%(lo)s::int, %(hi)s::int) AS i
-        ON CONFLICT DO NOTHING""",
-    "pynenc_runner_context": """
-        INSERT INTO pynenc_runner_context (app_id, runner_id, runner_cls, parent_runner_id,
-            pid, hostname, thread_id)
-        SELECT %(app)s, %(app)s || '-runner-' || j, 'ThreadRunner', NULL, 1000 + j,
-               'host-' || (j %% 4), 140000000 + j
-        FROM generate_series(0, 99) AS j
-        ON CONFLICT DO NOTHING""",
-}
-
-
-def seed(conn: psycopg.Connection[Any], app: str, count: int) -> None:
-    for statement in SEED_SQL.values():
-        conn.execute(statement, {"app": app, "lo": 0, "hi": count - 1, "base": BASE})
 
 
 def app_for(url: str, app_id: str) -> Pynenc:
@@ -192,7 +146,10 @@ def _explain_params() -> None:
                 sql.match_runner_contexts,
                 (a, f"%-runner-{i % 10}%", a),
             ),
-            "purge (per table)": lambda a, i: (sql.purge_app[0], (a,)),
+            "purge: DELETE from the history table (largest of its statements)": lambda a, i: (
+                sql.purge_app[0],
+                (SMALL_APP,),
+            ),
         }
     )
 
@@ -219,12 +176,22 @@ def time_ops(apps: dict[str, Pynenc], per_app: dict[str, int]) -> dict[str, floa
     return {label: median(values) for label, values in samples.items()}
 
 
-def time_purge(conn: psycopg.Connection[Any], url: str, repeats: int = 3) -> float:
+def settle(conn: psycopg.Connection[Any]) -> None:
+    """ANALYZE (as autovacuum would), then CHECKPOINT so the seeding's WAL is not flushed
+    during the measurements (skipped without the privilege)."""
+    conn.execute("ANALYZE")
+    try:
+        conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        print("  (no CHECKPOINT privilege: measuring without a checkpoint)")
+
+
+def time_purge(conn: psycopg.Connection[Any], url: str, repeats: int = 7) -> float:
     """Median µs of ``purge()`` of the 1k-invocation app (reseeded before each run)."""
     runs = []
     for _ in range(repeats):
         seed(conn, SMALL_APP, SMALL)
-        conn.execute("ANALYZE")
+        settle(conn)
         app = app_for(url, SMALL_APP)
         app.state_backend.get_result(inv_id(SMALL_APP, 0))  # connect outside the clock
         started = time.perf_counter()
@@ -342,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"1k: seeding {SMALL} invocations")
         seed(conn, SMALL_APP, SMALL)
-        conn.execute("ANALYZE")
+        settle(conn)
         small = {SMALL_APP: app_for(db.url, SMALL_APP)}
         at_1k = time_ops(small, {SMALL_APP: SMALL})
         at_1k["purge() of a 1k app"] = time_purge(conn, db.url)
@@ -353,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
         for n in range(BIG_APPS):
             seed(conn, f"scale-app-{n}", per_big)
             print(f"  seeded app {n + 1}/{BIG_APPS} ({time.perf_counter() - started:.0f}s)")
-        conn.execute("ANALYZE")
         seconds = time.perf_counter() - started
+        settle(conn)
         count_row = conn.execute("SELECT count(*) FROM pynenc_invocation").fetchone()
         hist_row = conn.execute("SELECT count(*) FROM pynenc_invocation_history").fetchone()
         invocations = int(count_row[0]) if count_row else 0
@@ -381,7 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label in at_1k:
         ratio = at_1m[label] / at_1k[label]
-        plan_key = "purge (per table)" if label.startswith("purge") else label
+        plan_key = (
+            next(k for k in plans if k.startswith("purge")) if label.startswith("purge") else label
+        )
         indexed = "yes" if uses_index(plans[plan_key]) else "**no**"
         ok = "" if ratio <= LIMIT else " **over**"
         lines.append(

@@ -41,6 +41,7 @@ from benchmarks.common import (
     median,
     postgres_server,
     replace_section,
+    seed,
 )
 from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.state_backend.sql import statements
@@ -273,8 +274,24 @@ def analyze(postgres_url: str) -> None:
         conn.execute("ANALYZE")
 
 
+BACKGROUND = 20_000
+
+
+def seed_background(postgres_url: str) -> None:
+    """Give the tables a past: rows of another app, so that the statements the backends
+    prepare get plans made with real statistics (index scans), as in a database in use.
+
+    On an empty table a prepared statement's generic plan is a sequential scan, and it
+    stays cached until the next ANALYZE even as the table grows.
+    """
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        seed(conn, "bench-background", BACKGROUND)
+    analyze(postgres_url)
+
+
 def side_by_side(runner: Runner, kinds: list[str], rounds: int) -> Results:
     results = Results(kinds, {kind: [] for kind in kinds})
+    seed_background(runner.postgres_url)
     for kind in kinds:  # open connections and prepare statements before any round
         runner.measure(kind, -1)
     analyze(runner.postgres_url)

@@ -187,28 +187,91 @@ class Database:
 
     def fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         """Run one statement (with retries) and return its first row, if any."""
+        conn = self._hot_connection()
+        failure = conn if isinstance(conn, Exception) else None
+        if isinstance(conn, PooledConnection):
+            try:
+                row: tuple[Any, ...] | None = conn.hot_cursor.execute(query, params).fetchone()
+            except Exception as exc:
+                self._release_after(conn, exc)
+                failure = exc
+            else:
+                self._pool.put(conn)  # type: ignore[union-attr]
+                return row
 
         def op(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = _cursor(conn).execute(query, params).fetchone()
-            return row
+            found: tuple[Any, ...] | None = _cursor(conn).execute(query, params).fetchone()
+            return found
 
-        return self.run(op)
+        return self._run_with_retries(op, False, failure)
 
     def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement (with retries) and return all its rows."""
+        conn = self._hot_connection()
+        failure = conn if isinstance(conn, Exception) else None
+        if isinstance(conn, PooledConnection):
+            try:
+                rows = conn.hot_cursor.execute(query, params).fetchall()
+            except Exception as exc:
+                self._release_after(conn, exc)
+                failure = exc
+            else:
+                self._pool.put(conn)  # type: ignore[union-attr]
+                return rows
 
         def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
             return _cursor(conn).execute(query, params).fetchall()
 
-        return self.run(op)
+        return self._run_with_retries(op, False, failure)
 
     def execute(self, query: str, params: Sequence[Any]) -> None:
         """Run one statement (with retries); it is committed when this returns."""
+        conn = self._hot_connection()
+        failure = conn if isinstance(conn, Exception) else None
+        if isinstance(conn, PooledConnection):
+            try:
+                conn.hot_cursor.execute(query, params)
+            except Exception as exc:
+                self._release_after(conn, exc)
+                failure = exc
+            else:
+                self._pool.put(conn)  # type: ignore[union-attr]
+                return
 
         def op(conn: psycopg.Connection[Any]) -> None:
             _cursor(conn).execute(query, params)
 
-        self.run(op)
+        self._run_with_retries(op, False, failure)
+
+    def _hot_connection(self) -> PooledConnection | Exception | None:
+        """A pooled connection for a single statement's first attempt.
+
+        The single-statement helpers run that attempt without building a closure. The
+        error of a failed checkout is returned, and with None (first use in this
+        process) the caller goes straight to :meth:`_run_with_retries`, which opens the
+        pool, checks the schema, and retries transient failures (every write is
+        idempotent, so a statement may be sent again).
+        """
+        pool = self._pool
+        if pool is None or not self._schema_ready or self._pool_pid != os.getpid():
+            return None
+        try:
+            conn = pool.get()
+        except Exception as exc:
+            return exc
+        if isinstance(conn, PooledConnection):
+            return conn
+        pool.put(conn)
+        return None
+
+    def _release_after(self, conn: psycopg.Connection[Any], exc: BaseException) -> None:
+        pool = self._pool
+        if pool is None:
+            conn.close()
+        elif conn_is_broken(conn, exc):
+            pool.discard(conn)
+        else:
+            pool.put(conn)
 
     def run(self, operation: Operation[T], *, transaction: bool = False) -> T:
         """Run ``operation`` on a pooled connection; retry transient failures with backoff.

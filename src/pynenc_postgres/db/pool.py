@@ -33,14 +33,19 @@ class PooledConnection(psycopg.Connection[Any]):
     a pooled connection serves one thread at a time, so one cursor is enough.
     """
 
-    _statement_cursor: psycopg.Cursor[Any] | None = None
+    _hot_cursor: psycopg.Cursor[Any] | None = None
+
+    @property
+    def hot_cursor(self) -> psycopg.Cursor[Any]:
+        """The connection's reusable cursor (results are read before the next statement)."""
+        cur = self._hot_cursor
+        if cur is None:
+            cur = self._hot_cursor = self.cursor()
+        return cur
 
     def statement_cursor(self) -> psycopg.Cursor[Any]:
-        """The connection's reusable cursor (results are read before the next statement)."""
-        cur = self._statement_cursor
-        if cur is None or cur.closed:
-            cur = self._statement_cursor = self.cursor()
-        return cur
+        """:attr:`hot_cursor`, for callers holding a plain connection type."""
+        return self.hot_cursor
 
 
 class PoolTimeoutError(sqlalchemy.exc.TimeoutError):
@@ -80,12 +85,8 @@ class ConnectionPool:
 
     def put(self, conn: Connection) -> None:
         """Return a healthy connection; one left in a transaction or broken is closed."""
-        if (
-            self._closed
-            or conn.closed
-            or conn.pgconn.transaction_status != _IDLE
-            or len(self._idle) >= self._size
-        ):
+        # A closed or broken connection reports UNKNOWN, not IDLE.
+        if self._closed or conn.pgconn.transaction_status != _IDLE or len(self._idle) >= self._size:
             self.discard(conn)
             return
         self._idle.append(conn)
