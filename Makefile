@@ -34,5 +34,9 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.workload
 
+## Scale benchmark: 1M invocations seeded, lookups at 1k and 1M, bytes per invocation, memory.
+bench-scale: $(STAMP)
+	$(BIN)/python -m benchmarks.scale
+
 clean:
 	rm -rf $(VENV) .pynenc-postgres build dist

@@ -1,9 +1,10 @@
 """Connections: one engine per process and settings, fork-safe, with bounded retries.
 
-Hot paths run on the raw psycopg connection in autocommit mode: one statement is one
+Hot paths run on raw psycopg connections in autocommit mode: one statement is one
 round trip and one commit, with no BEGIN, no ROLLBACK on return to the pool and no
-ORM in between. SQLAlchemy provides the pool, the dialect for migrations, and the
-URL handling.
+ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`,
+whose checkout is a list pop. SQLAlchemy provides the dialect for migrations and the
+URL handling; its engine is only created for callers that ask for it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -28,6 +29,7 @@ from pynenc_postgres.db.errors import (
     is_transient,
     translate,
 )
+from pynenc_postgres.db.pool import ConnectionPool, PooledConnection
 from pynenc_postgres.db.settings import DatabaseSettings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,8 @@ class Database:
         self.settings = settings
         self._engine: Engine | None = None
         self._engine_pid: int | None = None
+        self._pool: ConnectionPool | None = None
+        self._pool_pid: int | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
         self._local_settings = _local_settings(settings)
@@ -69,7 +73,8 @@ class Database:
                     self._schema_ready = False
         return self._engine
 
-    def _create_engine(self) -> Engine:
+    def _connect_args(self) -> dict[str, Any]:
+        """psycopg connection arguments, shared by the pool and the SQLAlchemy engine."""
         s = self.settings
         options = []
         if s.apply_settings == "startup":
@@ -84,6 +89,10 @@ class Database:
         }
         if options:
             connect_args["options"] = " ".join(options)
+        return connect_args
+
+    def _create_engine(self) -> Engine:
+        s = self.settings
         return create_engine(
             s.sqlalchemy_url,
             poolclass=QueuePool,
@@ -94,23 +103,58 @@ class Database:
             # a reset would cost a round trip per call.
             pool_reset_on_return=None,
             isolation_level="AUTOCOMMIT",
-            connect_args=connect_args,
+            connect_args=self._connect_args(),
         )
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The process's pool of raw connections, created on first use and after a fork."""
+        pool = self._pool
+        if pool is None or self._pool_pid != os.getpid():
+            with self._lock:
+                pool = self._pool
+                if pool is None or self._pool_pid != os.getpid():
+                    pool = self._create_pool()
+                    self._pool = pool
+                    self._pool_pid = os.getpid()
+                    self._schema_ready = False
+        return pool
+
+    def _create_pool(self) -> ConnectionPool:
+        s = self.settings
+        conninfo = s.sqlalchemy_url.set(drivername="postgresql").render_as_string(
+            hide_password=False
+        )
+        connect_args = self._connect_args()
+
+        def connect() -> psycopg.Connection[Any]:
+            return PooledConnection.connect(conninfo, autocommit=True, **connect_args)
+
+        return ConnectionPool(connect, s.pool_size, s.max_overflow, s.pool_timeout)
 
     def dispose(self) -> None:
         """Close every pooled connection of this process; the next call opens new ones."""
         with self._lock:
-            if self._engine is not None and self._engine_pid == os.getpid():
+            mine = os.getpid()
+            if self._engine is not None and self._engine_pid == mine:
                 self._engine.dispose()
+            if self._pool is not None and self._pool_pid == mine:
+                self._pool.close()
             self._engine = None
             self._engine_pid = None
+            self._pool = None
+            self._pool_pid = None
 
     def forget_after_fork(self) -> None:
         """Drop the parent's pool without closing its sockets, which the parent still uses."""
         if self._engine is not None:
             self._engine.dispose(close=False)
+        if self._pool is not None:
+            self._pool.forget()
         self._engine = None
         self._engine_pid = None
+        self._pool = None
+        self._pool_pid = None
         self._schema_ready = False
         self._lock = threading.Lock()
 
@@ -120,18 +164,19 @@ class Database:
 
         Driver errors are not translated here; :meth:`run` does that after retrying.
         """
-        fairy = self.engine.raw_connection()
+        pool = self.pool
+        conn = pool.get()
         try:
-            conn: psycopg.Connection[Any] = fairy.driver_connection  # type: ignore[assignment]
             if not self._schema_ready:
                 self._prepare_schema(conn)
             yield conn
         except BaseException as exc:
-            if conn_is_broken(fairy.driver_connection, exc):
-                fairy.invalidate(exc if isinstance(exc, Exception) else None)
+            if conn_is_broken(conn, exc):
+                pool.discard(conn)
+            else:
+                pool.put(conn)
             raise
-        finally:
-            fairy.close()
+        pool.put(conn)
 
     def _prepare_schema(self, conn: psycopg.Connection[Any]) -> None:
         from pynenc_postgres.db import schema
@@ -141,6 +186,74 @@ class Database:
                 return
             schema.ensure_ready(self, conn)
             self._schema_ready = True
+
+    def fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """Run one statement (with retries) and return its first row, if any."""
+        row: tuple[Any, ...] | None = self._statement(query, params, _ONE_ROW)
+        return row
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement (with retries) and return all its rows."""
+        rows: list[tuple[Any, ...]] = self._statement(query, params, _ALL_ROWS)
+        return rows
+
+    def execute(self, query: str, params: Sequence[Any]) -> None:
+        """Run one statement (with retries); it is committed when this returns."""
+        self._statement(query, params, _NO_ROWS)
+
+    def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
+        """One statement: a first attempt without building a closure, then the retry loop."""
+        conn = self._hot_connection()
+        failure = conn if isinstance(conn, Exception) else None
+        if isinstance(conn, PooledConnection):
+            try:
+                result = _fetch(conn.hot_cursor.execute(query, params), fetch)
+            except Exception as exc:
+                self._release_after(conn, exc)
+                failure = exc
+            else:
+                self._pool.put(conn)  # type: ignore[union-attr]
+                return result
+
+        def op(conn: psycopg.Connection[Any]) -> Any:
+            return _fetch(_cursor(conn).execute(query, params), fetch)
+
+        return self._run_with_retries(op, False, failure)
+
+    def _hot_connection(self) -> PooledConnection | Exception | None:
+        """A pooled connection for a single statement's first attempt.
+
+        The single-statement helpers run that attempt without building a closure. The
+        error of a failed checkout is returned, and with None (first use in this
+        process) the caller goes straight to :meth:`_run_with_retries`, which opens the
+        pool, checks the schema, and retries transient failures (every write is
+        idempotent, so a statement may be sent again).
+        """
+        pool = self._pool
+        if (
+            pool is None
+            or not self._schema_ready
+            or self._pool_pid != os.getpid()
+            or self._local_settings  # settings go with each transaction: the slow path
+        ):
+            return None
+        try:
+            conn = pool.get()
+        except Exception as exc:
+            return exc
+        if isinstance(conn, PooledConnection):
+            return conn
+        pool.put(conn)
+        return None
+
+    def _release_after(self, conn: psycopg.Connection[Any], exc: BaseException) -> None:
+        pool = self._pool
+        if pool is None:
+            conn.close()
+        elif conn_is_broken(conn, exc):
+            pool.discard(conn)
+        else:
+            pool.put(conn)
 
     def run(self, operation: Operation[T], *, transaction: bool = False) -> T:
         """Run ``operation`` on a pooled connection; retry transient failures with backoff.
@@ -153,11 +266,48 @@ class Database:
         :raises PostgresPluginError: the failure was permanent, or outlasted
             ``postgres_retry_attempts``.
         """
+        # The first attempt inlines connection(): this is the path every call takes.
+        pool = self._pool
+        if (
+            pool is not None
+            and self._schema_ready
+            and self._pool_pid == os.getpid()
+            and not self._local_settings
+        ):
+            try:
+                conn = pool.get()
+            except Exception as exc:  # pool exhausted, or a new connection failed
+                return self._run_with_retries(operation, transaction, exc)
+            try:
+                if transaction:
+                    with conn.transaction():
+                        result = operation(conn)
+                else:
+                    result = operation(conn)
+            except BaseException as exc:
+                if conn_is_broken(conn, exc):
+                    pool.discard(conn)
+                else:
+                    pool.put(conn)
+                if not isinstance(exc, Exception):
+                    raise
+                return self._run_with_retries(operation, transaction, exc)
+            pool.put(conn)
+            return result
+        return self._run_with_retries(operation, transaction, None)
+
+    def _run_with_retries(
+        self, operation: Operation[T], transaction: bool, failure: Exception | None
+    ) -> T:
+        """The retry loop of :meth:`run`; ``failure`` is the first attempt's error, if any."""
         s = self.settings
         delay = s.retry_initial_delay
         local = self._local_settings
         for attempt in range(1, s.retry_attempts + 1):
             try:
+                if failure is not None:
+                    exc, failure = failure, None
+                    raise exc
                 with self.connection() as conn:
                     if transaction or local:
                         with conn.transaction():
@@ -213,6 +363,23 @@ def _local_settings(settings: DatabaseSettings) -> tuple[str, tuple[str, ...]] |
         return None
     calls = ", ".join(f"set_config('{name}', %s, true)" for name in names)
     return f"SELECT {calls}", tuple(values)
+
+
+_NO_ROWS, _ONE_ROW, _ALL_ROWS = 0, 1, 2
+
+
+def _fetch(cursor: psycopg.Cursor[Any], fetch: int) -> Any:
+    if fetch == _ONE_ROW:
+        return cursor.fetchone()
+    if fetch == _ALL_ROWS:
+        return cursor.fetchall()
+    return None
+
+
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    if isinstance(conn, PooledConnection):
+        return conn.statement_cursor()
+    return conn.cursor()
 
 
 def conn_is_broken(conn: Any, exc: BaseException) -> bool:

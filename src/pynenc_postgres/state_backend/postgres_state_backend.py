@@ -64,9 +64,12 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
     def settings(self) -> DatabaseSettings:
         return DatabaseSettings.from_config(self.conf)
 
-    @property
+    @cached_property
     def db(self) -> Database:
-        """The process-wide database handle; looked up, never pickled."""
+        """The process-wide database handle; looked up once per instance, never pickled.
+
+        The handle itself recreates its pool after a fork, so keeping it is safe.
+        """
         return get_database(self.settings)
 
     @cached_property
@@ -79,30 +82,20 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql"):
+        for derived in ("conf", "settings", "sql", "db"):
             state.pop(derived, None)
         return state
 
     # -- small helpers -------------------------------------------------------------
 
     def _fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
-        def op(conn: psycopg.Connection[Any]) -> tuple[Any, ...] | None:
-            row: tuple[Any, ...] | None = conn.execute(query, params).fetchone()
-            return row
-
-        return self.db.run(op)
+        return self.db.fetchone(query, params)
 
     def _fetchall(self, query: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return conn.execute(query, params).fetchall()
-
-        return self.db.run(op)
+        return self.db.fetchall(query, params)
 
     def _write(self, query: str, params: Sequence[Any]) -> None:
-        def op(conn: psycopg.Connection[Any]) -> None:
-            conn.execute(query, params)
-
-        self.db.run(op)
+        self.db.execute(query, params)
 
     def _ids(self, query: str, params: Sequence[Any]) -> Iterator[InvocationId]:
         return iter([InvocationId(row[0]) for row in self._fetchall(query, params)])
@@ -131,10 +124,8 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         settings = DatabaseSettings.from_config(ConfigStateBackendPostgres())
         sql = statements(settings.schema)
 
-        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
-            return conn.execute(sql.all_app_infos).fetchall()
-
-        return {row[0]: AppInfo.from_json(row[1]) for row in get_database(settings).run(op)}
+        rows = get_database(settings).fetchall(sql.all_app_infos)
+        return {row[0]: AppInfo.from_json(row[1]) for row in rows}
 
     # -- invocations ---------------------------------------------------------------
 
@@ -222,19 +213,22 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         if not invocation_ids:
             return
         record = invocation_history.status_record
-        self._write(
-            self.sql.add_histories,
-            (
-                self.app_id,
-                as_utc(invocation_history.timestamp),
-                record.status.value,
-                record.runner_id,
-                as_utc(record.timestamp),
-                invocation_history.runner_context_id,
-                invocation_history.registered_by_inv_id,
-                sorted(set(invocation_ids)),  # one lock order for concurrent batches
-            ),
+        values = (
+            self.app_id,
+            as_utc(invocation_history.timestamp),
+            record.status.value,
+            record.runner_id,
+            as_utc(record.timestamp),
+            invocation_history.runner_context_id,
+            invocation_history.registered_by_inv_id,
         )
+        # pynenc's add_history and add_histories both pass one id per call; a plain
+        # VALUES row spares adapting an array and unnesting it.
+        if len(invocation_ids) == 1:
+            self._write(self.sql.add_history, (invocation_ids[0], *values))
+        else:
+            # One lock order for every writer, so concurrent batches cannot deadlock.
+            self._write(self.sql.add_histories, (*values, sorted(set(invocation_ids))))
 
     def _get_history(self, invocation_id: InvocationId) -> list[InvocationHistory]:
         rows = self._fetchall(self.sql.get_history, (self.app_id, invocation_id))

@@ -30,6 +30,7 @@ class StateBackendSql:
     invocations_by_workflow_type: str
     invocations_by_workflow_and_type: str
     all_invocations_of_app: str
+    add_history: str
     add_histories: str
     get_history: str
     set_result: str
@@ -116,6 +117,11 @@ def statements(schema: str) -> StateBackendSql:
             ORDER BY invocation_id""",
         all_invocations_of_app=f"""
             SELECT invocation_id FROM {inv} WHERE app_id = %s ORDER BY invocation_id""",
+        add_history=f"""
+            INSERT INTO {hist} (invocation_id, app_id, recorded_at, status, status_owner_id,
+                                status_set_at, runner_id, registered_by_invocation_id)
+            VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+            ON CONFLICT DO NOTHING""",
         add_histories=f"""
             INSERT INTO {hist} (app_id, {history_columns})
             SELECT %s, u.invocation_id, %s, %s, %s, %s, %s, %s

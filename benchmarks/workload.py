@@ -1,0 +1,484 @@
+"""Side-by-side state-backend benchmark: ours against SQLite, memory, Redis and a raw-psycopg floor.
+
+The workload, per invocation, through pynenc's public ``BaseStateBackend`` methods:
+``upsert_invocations`` in batches of 100; ``add_history`` for REGISTERED, RUNNING and SUCCESS
+with one runner context; ``set_result``; then ``get_invocation``, ``get_history`` and
+``get_result``. The backends run alternately within each round, so machine noise hits them
+all alike; the figures are medians over the rounds, and the ratios are medians of the
+per-round ratios.
+
+Run it with ``python -m benchmarks.workload`` (``make bench``). The Postgres server is
+``--postgres-url`` or ``$PYNENC_BENCH_POSTGRES_URL``, else an embedded PostgreSQL; the
+benchmark creates its own database there and drops it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pynenc import Pynenc, PynencBuilder
+from pynenc.arguments import Arguments
+from pynenc.call import Call
+from pynenc.identifiers.invocation_id import InvocationId
+from pynenc.invocation.dist_invocation import DistributedInvocation
+from pynenc.invocation.status import InvocationStatus, InvocationStatusRecord
+from pynenc.runner.runner_context import RunnerContext
+
+from benchmarks.common import (
+    bench_database,
+    bench_task,
+    machine_description,
+    median,
+    postgres_server,
+    replace_section,
+    seed,
+)
+from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.state_backend.sql import statements
+
+BATCH = 100
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+OURS = "postgres (durable)"
+OURS_OFF = "postgres (synchronous_commit=off)"
+SQLITE = "SQLiteStateBackend"
+MEMORY = "MemStateBackend"
+REDIS = "RedisStateBackend"
+FLOOR = "raw psycopg floor (durable)"
+FLOOR_OFF = "raw psycopg floor (synchronous_commit=off)"
+
+
+# -- the workload through pynenc's public API --------------------------------------------
+
+
+@dataclass
+class PynencWorkload:
+    """N invocations of one app, built before the clock starts."""
+
+    app: Pynenc
+    n: int
+    tag: str
+    invocations: list[DistributedInvocation[Any, Any]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        task = self.app.task(bench_task)
+        for i in range(self.n):
+            call = Call(task, Arguments({"x": i}))
+            self.invocations.append(
+                DistributedInvocation(
+                    call,
+                    InvocationId(f"{self.tag}-{i:07d}"),
+                    parent_invocation_id=None,
+                    workflow=None,
+                    stored_in_backend=True,
+                )
+            )
+        self.context = RunnerContext(runner_cls="BenchRunner", runner_id=f"runner-{self.tag}")
+
+    def run(self) -> None:
+        backend = self.app.state_backend
+        ctx = self.context
+        running = InvocationStatusRecord(InvocationStatus.RUNNING, runner_id=ctx.runner_id)
+        for start in range(0, self.n, BATCH):
+            batch = self.invocations[start : start + BATCH]
+            backend.upsert_invocations(batch)
+            for number, inv in enumerate(batch, start):
+                inv_id = inv.invocation_id
+                backend.add_history(
+                    inv_id, InvocationStatusRecord(InvocationStatus.REGISTERED), ctx
+                )
+                backend.add_history(inv_id, running, ctx)
+                backend.add_history(
+                    inv_id,
+                    InvocationStatusRecord(InvocationStatus.SUCCESS, runner_id=ctx.runner_id),
+                    ctx,
+                )
+                backend.set_result(inv_id, number)
+                fetched = backend.get_invocation(inv_id)
+                history = backend.get_history(inv_id)
+                result = backend.get_result(inv_id)
+                if fetched.invocation_id != inv_id or len(history) != 3 or result != number:
+                    raise AssertionError(f"{type(backend).__name__} lost data for {inv_id}")
+
+
+def build_app(kind: str, app_id: str, postgres_url: str, redis_url: str, tmp: Path) -> Pynenc:
+    builder = PynencBuilder().app_id(app_id)
+    if kind == OURS:
+        builder = builder.memory().postgres(url=postgres_url)
+    elif kind == OURS_OFF:
+        builder = builder.memory().postgres(url=postgres_url, synchronous_commit="off")
+    elif kind == SQLITE:
+        builder = builder.sqlite(sqlite_db_path=str(tmp / f"{app_id}.db"))
+    elif kind == MEMORY:
+        builder = builder.memory()
+    elif kind == REDIS:
+        builder = builder.memory().custom_config(
+            state_backend_cls="RedisStateBackend", redis_url=redis_url
+        )
+    else:
+        raise ValueError(kind)
+    app: Pynenc = builder.build()
+    app.logger.setLevel("WARNING")
+    return app
+
+
+# -- the raw-psycopg floor -----------------------------------------------------------------
+
+
+class RawFloor:
+    """The same statements and commits as our backend, sent straight through psycopg.
+
+    No pynenc, no pool, no DTOs: one autocommit connection and the statement texts of
+    :mod:`pynenc_postgres.state_backend.sql`. This is what the hardware allows.
+    """
+
+    def __init__(self, url: str, synchronous_commit: str = "") -> None:
+        options = f"-c synchronous_commit={synchronous_commit}" if synchronous_commit else ""
+        self.conn = psycopg.connect(url, autocommit=True, options=options)
+        self.cursor = self.conn.cursor()
+        self.sql = statements("public")
+
+    def run(self, n: int, tag: str) -> None:
+        from datetime import UTC, datetime
+
+        conn, sql, app_id = self.cursor, self.sql, f"floor-{tag}"
+        runner = f"runner-{tag}"
+        conn.execute(
+            sql.store_runner_context,
+            (app_id, [runner], ["BenchRunner"], [None], [1], ["host"], [1]),
+        )
+        task_key = f"{bench_task.__module__}.bench_task"
+        for start in range(0, n, BATCH):
+            ids = [f"{tag}-{i:07d}" for i in range(start, min(start + BATCH, n))]
+            nones: list[str | None] = [None] * len(ids)
+            conn.execute(
+                sql.upsert_invocations,
+                (
+                    app_id,
+                    ids,
+                    [task_key] * len(ids),
+                    [f"{task_key}#{i}" for i in ids],
+                    ids,
+                    ['{"x": "1"}'] * len(ids),
+                    nones,
+                    nones,
+                    nones,
+                    nones,
+                    nones,
+                ),
+            )
+            for inv_id in ids:
+                for status, owner in (
+                    ("registered", None),
+                    ("running", runner),
+                    ("success", runner),
+                ):
+                    now = datetime.now(UTC)
+                    conn.execute(
+                        sql.add_history, (inv_id, app_id, now, status, owner, now, runner, None)
+                    )
+                conn.execute(sql.set_result, (app_id, inv_id, "1"))
+                conn.execute(sql.get_invocation, (app_id, inv_id)).fetchone()
+                conn.execute(sql.get_history, (app_id, inv_id)).fetchall()
+                conn.execute(sql.get_result, (app_id, inv_id)).fetchone()
+
+    def purge(self, tag: str) -> None:
+        for statement in self.sql.purge_app:
+            self.cursor.execute(statement, (f"floor-{tag}",))
+
+
+# -- one round ---------------------------------------------------------------------------
+
+
+def redis_version(redis_url: str) -> str | None:
+    try:
+        import redis
+
+        info: dict[str, Any] = redis.Redis.from_url(redis_url, socket_timeout=2).info("server")
+        return str(info["redis_version"])
+    except Exception as exc:  # any failure means: measure without Redis
+        print(f"Redis at {redis_url} is unreachable ({type(exc).__name__}: {exc}); skipping it.")
+        return None
+
+
+class Runner:
+    def __init__(self, postgres_url: str, redis_url: str, n: int, warmup: int) -> None:
+        self.postgres_url = postgres_url
+        self.redis_url = redis_url
+        self.n = n
+        self.warmup = warmup
+        self.tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-"))
+        self.floors: dict[str, RawFloor] = {}
+
+    def measure(self, kind: str, round_no: int) -> float:
+        """Seconds for the timed workload of ``kind`` (warm-up and cleanup untimed)."""
+        tag = f"r{round_no}-{uuid.uuid4().hex[:8]}"
+        if kind in (FLOOR, FLOOR_OFF):
+            floor = self.floors.get(kind)
+            if floor is None:
+                floor = RawFloor(self.postgres_url, "off" if kind == FLOOR_OFF else "")
+                self.floors[kind] = floor
+            floor.run(self.warmup, f"w{tag}")
+            gc.collect()
+            started = time.perf_counter()
+            floor.run(self.n, tag)
+            elapsed = time.perf_counter() - started
+            floor.purge(tag)
+            floor.purge(f"w{tag}")
+            return elapsed
+        app = build_app(kind, f"bench-{tag}", self.postgres_url, self.redis_url, self.tmp)
+        PynencWorkload(app, self.warmup, f"w{tag}").run()
+        work = PynencWorkload(app, self.n, tag)
+        gc.collect()
+        started = time.perf_counter()
+        work.run()
+        elapsed = time.perf_counter() - started
+        app.state_backend.purge()
+        return elapsed
+
+
+@dataclass
+class Results:
+    kinds: list[str]
+    runs: dict[str, list[float]] = field(default_factory=dict)  # µs per invocation
+
+    def us(self, kind: str) -> float:
+        return median(self.runs[kind])
+
+    def ratio(self, kind: str, reference: str) -> float | None:
+        if kind not in self.runs or reference not in self.runs:
+            return None
+        pairs = zip(self.runs[kind], self.runs[reference], strict=True)
+        return median([a / b for a, b in pairs])
+
+
+def analyze(postgres_url: str) -> None:
+    """Refresh the planner statistics, as autovacuum does within a minute on a live system.
+
+    Statements prepared while a table is empty keep a generic plan made without
+    statistics; with several indexes led by ``app_id`` that plan may pick one that
+    scans the app's rows. ANALYZE invalidates those plans, so every backend is
+    measured in the steady state rather than in its first minute.
+    """
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+
+
+BACKGROUND = 20_000
+
+
+def seed_background(postgres_url: str) -> None:
+    """Give the tables a past: rows of another app, so that the statements the backends
+    prepare get plans made with real statistics (index scans), as in a database in use.
+
+    On an empty table a prepared statement's generic plan is a sequential scan, and it
+    stays cached until the next ANALYZE even as the table grows.
+    """
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        seed(conn, "bench-background", BACKGROUND)
+    analyze(postgres_url)
+
+
+def side_by_side(runner: Runner, kinds: list[str], rounds: int) -> Results:
+    results = Results(kinds, {kind: [] for kind in kinds})
+    seed_background(runner.postgres_url)
+    for kind in kinds:  # open connections and prepare statements before any round
+        runner.measure(kind, -1)
+    analyze(runner.postgres_url)
+    for round_no in range(rounds):
+        # Rotate the order each round so no backend always runs first or last.
+        order = kinds[round_no % len(kinds) :] + kinds[: round_no % len(kinds)]
+        for kind in order:
+            seconds = runner.measure(kind, round_no)
+            results.runs[kind].append(seconds / runner.n * 1e6)
+        line = ", ".join(f"{kind}: {results.runs[kind][-1]:.0f}" for kind in kinds)
+        print(f"round {round_no + 1}/{rounds} (µs/invocation) {line}", flush=True)
+    return results
+
+
+# -- two writer processes ------------------------------------------------------------------
+
+
+def _writer(
+    postgres_url: str,
+    app_id: str,
+    tag: str,
+    n: int,
+    warmup: int,
+    barrier: Any,
+    out: Any,
+) -> None:
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-"))
+        app = build_app(OURS, app_id, postgres_url, "", tmp)
+        PynencWorkload(app, warmup, f"w{tag}").run()
+        work = PynencWorkload(app, n, tag)
+        analyze(postgres_url)
+        gc.collect()
+        barrier.wait()
+        started = time.monotonic()
+        work.run()
+        out.put((started, time.monotonic(), None))
+    except BaseException as exc:
+        out.put((0.0, 0.0, f"{type(exc).__name__}: {exc}"))
+        raise
+
+
+def _deadlocks(postgres_url: str) -> int:
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def writers(postgres_url: str, n: int, warmup: int, writer_counts: list[int]) -> float:
+    """Run the workload in one process, then in several at once (same app), alternately."""
+    ctx = multiprocessing.get_context("spawn")
+    seconds: dict[int, list[float]] = {count: [] for count in writer_counts}
+    errors: list[str] = []
+    deadlocks_before = _deadlocks(postgres_url)
+    rounds = 3
+    for round_no in range(rounds):
+        for count in writer_counts:
+            app_id = f"writers-{uuid.uuid4().hex[:8]}"
+            barrier, out = ctx.Barrier(count), ctx.Queue()
+            procs = [
+                ctx.Process(
+                    target=_writer,
+                    args=(postgres_url, app_id, f"p{p}", n, warmup, barrier, out),
+                )
+                for p in range(count)
+            ]
+            for proc in procs:
+                proc.start()
+            reports = [out.get() for _ in procs]
+            for proc in procs:
+                proc.join()
+            errors += [error for _, _, error in reports if error]
+            wall = max(end for _, end, _ in reports) - min(start for start, _, _ in reports)
+            seconds[count].append(wall)
+            print(
+                f"writers round {round_no + 1}/{rounds}: {count} process(es) x {n} "
+                f"invocations in {wall:.2f}s ({count * n / wall:.0f} invocations/s)",
+                flush=True,
+            )
+            with psycopg.connect(postgres_url, autocommit=True) as conn:
+                for table in ("pynenc_invocation", "pynenc_invocation_history"):
+                    conn.execute(f"DELETE FROM {table} WHERE app_id = %s", (app_id,))
+    deadlocks = _deadlocks(postgres_url) - deadlocks_before
+    one, many = writer_counts[0], writer_counts[-1]
+    throughput = {count: count * n / median(seconds[count]) for count in writer_counts}
+    ratio = throughput[many] / throughput[one]
+    print(
+        f"{many} writers: {throughput[many]:.0f} invocations/s, {one} writer: "
+        f"{throughput[one]:.0f} invocations/s, ratio {ratio:.2f}; "
+        f"errors: {len(errors)}; deadlocks: {deadlocks}"
+    )
+    for error in errors[:5]:
+        print(f"  error: {error}")
+    return ratio
+
+
+# -- output ------------------------------------------------------------------------------
+
+TARGETS: list[tuple[str, str, float]] = [
+    (OURS, REDIS, 1.1),
+    (OURS, SQLITE, 1.0),
+    (OURS, FLOOR, 1.15),
+    (OURS_OFF, REDIS, 0.6),
+]
+
+
+def render(results: Results, rounds: int, n: int) -> str:
+    lines = [
+        f"| backend | µs / invocation (median of {rounds}) | min | x ours (durable) |",
+        "|---|---:|---:|---:|",
+    ]
+    for kind in results.kinds:
+        ratio = results.ratio(kind, OURS)
+        lines.append(
+            f"| {kind} | {results.us(kind):.0f} | {min(results.runs[kind]):.0f} | {ratio:.2f} |"
+        )
+    lines += ["", "| target | measured | limit | met |", "|---|---:|---:|---|"]
+    for kind, reference, limit in TARGETS:
+        ratio = results.ratio(kind, reference)
+        if ratio is None:
+            lines.append(f"| {kind} / {reference} | not measured | ≤ {limit} | |")
+            continue
+        met = "yes" if ratio <= limit else "**no**"
+        lines.append(f"| {kind} / {reference} | {ratio:.2f} | ≤ {limit} | {met} |")
+    lines.append("")
+    lines.append(f"N = {n} invocations per round; ratios are medians of the per-round ratios.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.workload", description=__doc__)
+    parser.add_argument("-n", "--invocations", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (medians over them)")
+    parser.add_argument("--warmup", type=int, default=100, help="untimed invocations per round")
+    parser.add_argument("--postgres-url", help="server to measure (default: see module doc)")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
+    parser.add_argument("--only", nargs="*", help="measure only these backends (by name)")
+    parser.add_argument(
+        "--writers",
+        type=int,
+        default=2,
+        help="also compare this many writer processes with one (0 skips it)",
+    )
+    parser.add_argument(
+        "--write-docs",
+        action="store_true",
+        help="write the results and machine description into docs/benchmarks.md",
+    )
+    args = parser.parse_args(argv)
+
+    with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
+        redis_ver = redis_version(args.redis_url)
+        kinds = [OURS, OURS_OFF, FLOOR, FLOOR_OFF, SQLITE, MEMORY] + ([REDIS] if redis_ver else [])
+        if args.only:
+            kinds = [kind for kind in kinds if any(o.lower() in kind.lower() for o in args.only)]
+        machine = machine_description(db.url, redis_ver)
+        print("\n".join(machine))
+        runner = Runner(db.url, args.redis_url, args.invocations, args.warmup)
+        results = side_by_side(runner, kinds, args.rounds)
+        for floor in runner.floors.values():
+            floor.conn.close()
+        dispose_all()
+        table = render(results, args.rounds, args.invocations)
+        print()
+        print(table)
+        ratio = None
+        if args.writers > 1:
+            print()
+            ratio = writers(db.url, args.invocations, args.warmup, [1, args.writers])
+        if args.write_docs:
+            command = "python -m benchmarks.workload " + " ".join(
+                a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs"
+            )
+            body = ["Machine:", ""] + [f"- {line}" for line in machine]
+            body += ["", f"Command: `{command.strip()}`", "", table]
+            if ratio is not None:
+                body += [
+                    "",
+                    f"{args.writers} writer processes on the same app: "
+                    f"**{ratio:.2f}x** the throughput of one (target ≥ 1.4), "
+                    "median of 3 alternating rounds.",
+                ]
+            replace_section("workload", "\n".join(body))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
