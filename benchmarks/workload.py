@@ -43,6 +43,7 @@ from benchmarks.common import (
     replace_section,
     seed,
 )
+from benchmarks.floor import RawPsycopgFloorBackend
 from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.state_backend.sql import statements
 
@@ -56,6 +57,8 @@ MEMORY = "MemStateBackend"
 REDIS = "RedisStateBackend"
 FLOOR = "raw psycopg floor (durable)"
 FLOOR_OFF = "raw psycopg floor (synchronous_commit=off)"
+SQL_ONLY = "SQL only, no pynenc (durable)"
+SQL_ONLY_OFF = "SQL only, no pynenc (synchronous_commit=off)"
 
 
 # -- the workload through pynenc's public API --------------------------------------------
@@ -119,6 +122,11 @@ def build_app(kind: str, app_id: str, postgres_url: str, redis_url: str, tmp: Pa
         builder = builder.memory().postgres(url=postgres_url, synchronous_commit="off")
     elif kind == SQLITE:
         builder = builder.sqlite(sqlite_db_path=str(tmp / f"{app_id}.db"))
+    elif kind in (FLOOR, FLOOR_OFF):
+        builder = builder.memory().postgres(
+            url=postgres_url, synchronous_commit="off" if kind == FLOOR_OFF else None
+        )
+        builder = builder.custom_config(state_backend_cls=RawPsycopgFloorBackend.__name__)
     elif kind == MEMORY:
         builder = builder.memory()
     elif kind == REDIS:
@@ -132,14 +140,16 @@ def build_app(kind: str, app_id: str, postgres_url: str, redis_url: str, tmp: Pa
     return app
 
 
-# -- the raw-psycopg floor -----------------------------------------------------------------
+# -- pynenc left out: the statements alone ------------------------------------------------
 
 
-class RawFloor:
-    """The same statements and commits as our backend, sent straight through psycopg.
+class SqlOnly:
+    """The same statements and commits as our backend, with pynenc left out entirely.
 
-    No pynenc, no pool, no DTOs: one autocommit connection and the statement texts of
-    :mod:`pynenc_postgres.state_backend.sql`. This is what the hardware allows.
+    No pynenc objects, no serialization, no DTOs: one autocommit connection and the
+    statement texts of :mod:`pynenc_postgres.state_backend.sql`. It shows how much of each
+    backend's time is pynenc's own work; the floor that targets compare against is
+    :class:`benchmarks.floor.RawPsycopgFloorBackend`, driven through pynenc's API.
     """
 
     def __init__(self, url: str, synchronous_commit: str = "") -> None:
@@ -218,15 +228,15 @@ class Runner:
         self.n = n
         self.warmup = warmup
         self.tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-"))
-        self.floors: dict[str, RawFloor] = {}
+        self.floors: dict[str, SqlOnly] = {}
 
     def measure(self, kind: str, round_no: int) -> float:
         """Seconds for the timed workload of ``kind`` (warm-up and cleanup untimed)."""
         tag = f"r{round_no}-{uuid.uuid4().hex[:8]}"
-        if kind in (FLOOR, FLOOR_OFF):
+        if kind in (SQL_ONLY, SQL_ONLY_OFF):
             floor = self.floors.get(kind)
             if floor is None:
-                floor = RawFloor(self.postgres_url, "off" if kind == FLOOR_OFF else "")
+                floor = SqlOnly(self.postgres_url, "off" if kind == SQL_ONLY_OFF else "")
                 self.floors[kind] = floor
             floor.run(self.warmup, f"w{tag}")
             gc.collect()
@@ -244,6 +254,8 @@ class Runner:
         work.run()
         elapsed = time.perf_counter() - started
         app.state_backend.purge()
+        if isinstance(app.state_backend, RawPsycopgFloorBackend):
+            app.state_backend.close()
         return elapsed
 
 
@@ -397,6 +409,7 @@ TARGETS: list[tuple[str, str, float]] = [
     (OURS, SQLITE, 1.0),
     (OURS, FLOOR, 1.15),
     (OURS_OFF, REDIS, 0.6),
+    (OURS_OFF, FLOOR_OFF, 1.15),
 ]
 
 
@@ -446,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
         redis_ver = redis_version(args.redis_url)
-        kinds = [OURS, OURS_OFF, FLOOR, FLOOR_OFF, SQLITE, MEMORY] + ([REDIS] if redis_ver else [])
+        kinds = [OURS, OURS_OFF, FLOOR, FLOOR_OFF, SQL_ONLY, SQL_ONLY_OFF, SQLITE, MEMORY]
+        kinds += [REDIS] if redis_ver else []
         if args.only:
             kinds = [kind for kind in kinds if any(o.lower() in kind.lower() for o in args.only)]
         machine = machine_description(db.url, redis_ver)
