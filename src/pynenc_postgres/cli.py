@@ -126,12 +126,41 @@ def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sql.set_defaults(handler=_db_sql)
 
 
+# -- demo ----------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pynenc_postgres.demo import run_demo
+
+    return run_demo(args.url, workdir=Path(args.workdir), schema_name=args.schema)
+
+
+def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run a sample app on real runners and print an SQL audit report",
+        description=(
+            "Start an embedded PostgreSQL 18 (or use --url / PYNENC__POSTGRES_URL), migrate "
+            "it, run a sample pynenc app on worker processes and print an audit report."
+        ),
+    )
+    _add_connection_options(demo)
+    demo.add_argument(
+        "--workdir",
+        default=".pynenc-postgres",
+        help="folder for the embedded server's data and the SQLite file (default: %(default)s)",
+    )
+    demo.set_defaults(handler=_demo)
+
+
 # -- entry point ----------------------------------------------------------------------
 
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Each command group registers its own subparser; add new groups here.
-COMMAND_GROUPS: list[CommandRegistrar] = [_add_db_commands]
+COMMAND_GROUPS: list[CommandRegistrar] = [_add_db_commands, _add_demo_command]
 
 
 def build_parser() -> argparse.ArgumentParser:
