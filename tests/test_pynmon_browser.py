@@ -27,11 +27,12 @@ from urllib.parse import urlencode, urlsplit
 import psycopg
 import pytest
 
-from pynenc_postgres.demo import DEMO_APP_ID, demo_environment
 from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.demo import DEMO_APP_ID, demo_environment
 from tests.conftest import PostgresServer
 from tests.test_demo import run_demo
 
+pytest.importorskip("pynmon", reason="pynmon (pynenc[monitor]) supports Python < 3.13 only")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -50,15 +50,13 @@ class Progress:
         self.write(f"[{time.monotonic() - self.started:5.1f}s] {message}")
 
 
-def demo_environment(
-    url: str, sqlite_path: Path, settings: DatabaseSettings
-) -> dict[str, str]:
+def demo_environment(url: str, sqlite_path: Path, settings: DatabaseSettings) -> dict[str, str]:
     """Configuration of the demo app, as the environment variables its workers read.
 
     Spawned workers rebuild the app from these variables alone, so every component
     class is named here rather than passed to a builder.
     """
-    env = {
+    return {
         "PYNENC__APP_ID": DEMO_APP_ID,
         "PYNENC__STATE_BACKEND_CLS": "PostgresStateBackend",
         "PYNENC__POSTGRES_URL": url,
@@ -75,7 +73,6 @@ def demo_environment(
         # The report shows every failure; pynenc's own log lines would bury it.
         "PYNENC__LOGGING_LEVEL": "critical",
     }
-    return env
 
 
 @contextmanager
@@ -214,4 +211,3 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
-
