@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pynenc-suites browser screenshots lint bench bench-scale clean
+.PHONY: demo monitor test test-pynenc-suites browser screenshots lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	@PY=$$(scripts/find-python) || exit 1; \
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 ## Run the demo: embedded PostgreSQL 18 (or $$PYNENC__POSTGRES_URL), real runners, SQL audit.
 demo: $(STAMP)
 	$(BIN)/pynenc-postgres demo
+
+## The demo, then pynmon on its data at http://127.0.0.1:8000 until Ctrl-C.
+monitor: $(STAMP)
+	$(BIN)/pynenc-postgres demo --monitor 8000
 
 ## Run every test (embedded PostgreSQL 18 unless PYNENC_TEST_POSTGRES_URL is set).
 test: $(STAMP) browser

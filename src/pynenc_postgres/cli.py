@@ -134,7 +134,9 @@ def _demo(args: argparse.Namespace) -> int:
 
     from pynenc_postgres.demo import run_demo
 
-    return run_demo(args.url, workdir=Path(args.workdir), schema_name=args.schema)
+    return run_demo(
+        args.url, workdir=Path(args.workdir), schema_name=args.schema, monitor_port=args.monitor
+    )
 
 
 def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -151,6 +153,14 @@ def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--workdir",
         default=".pynenc-postgres",
         help="folder for the embedded server's data and the SQLite file (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--monitor",
+        nargs="?",
+        type=int,
+        const=8000,
+        metavar="PORT",
+        help="then browse the data in pynmon on PORT (default 8000) until Ctrl-C",
     )
     demo.set_defaults(handler=_demo)
 

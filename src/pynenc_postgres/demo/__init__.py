@@ -11,6 +11,8 @@ prints an audit report read with SQL from the plugin's tables.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -100,6 +102,7 @@ def run_demo(
     workdir: Path = DEFAULT_WORKDIR,
     schema_name: str | None = None,
     progress: Progress | None = None,
+    monitor_port: int | None = None,
 ) -> int:
     """Run the demo and print its report.
 
@@ -108,6 +111,8 @@ def run_demo(
     :param workdir: folder for the embedded server's data and the SQLite file.
     :param schema_name: Postgres schema of the tables (default: config, ``public``).
     :param progress: where progress lines go.
+    :param monitor_port: after the report, serve pynmon (``pynenc monitor``) on this
+        port until interrupted, with the database still up.
     :return: the process exit code.
     """
     from pynenc_postgres.conf import ConfigPostgres
@@ -131,7 +136,31 @@ def run_demo(
         print()
         print(format_report(read_report(settings, DEMO_APP_ID)))
         print()
+        if monitor_port is not None:
+            return serve_monitor(demo_environment(db_url, sqlite_path, settings), monitor_port)
     return 0
+
+
+def serve_monitor(environment: dict[str, str], port: int) -> int:
+    """Run ``pynenc monitor`` on the demo's data until it exits or Ctrl-C.
+
+    pynmon discovers the apps through ``PostgresStateBackend.discover_app_infos``; the
+    environment tells it which database and which SQLite file hold them.
+    """
+    env = {**os.environ, **environment}
+    env.pop("PYNENC__APP_ID")  # pynmon discovers the apps; it is not one of them
+    pynenc = Path(sys.executable).with_name("pynenc")
+    command = [str(pynenc) if pynenc.exists() else "pynenc", "monitor", "--port", str(port)]
+    print(f"pynmon: http://127.0.0.1:{port}/switch-app/{DEMO_APP_ID}  (Ctrl-C stops it)")
+    # A folder without Python files, so pynmon finds no local app to use instead.
+    workdir = Path(environment["PYNENC__SQLITE_DB_PATH"]).parent
+    monitor = subprocess.Popen(command, env=env, cwd=workdir)
+    try:
+        return monitor.wait()
+    except KeyboardInterrupt:
+        monitor.terminate()
+        monitor.wait(timeout=30)
+        return 0
 
 
 def _run_app(progress: Progress, sqlite_path: Path) -> None:
