@@ -199,7 +199,7 @@ def upgrade() -> None:
             "status",
             sa.Text(),
             nullable=False,
-            comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ...",
+            comment="Status value as pynenc writes it: registered, running, success, failed, ...",
         ),
         sa.Column(
             "status_owner_id",
@@ -284,7 +284,7 @@ def upgrade() -> None:
             nullable=True,
             comment="Enclosing context (e.g. the runner of a worker process), if any.",
         ),
-        sa.Column("pid", sa.Integer(), nullable=False, comment="Operating-system process id."),
+        sa.Column("pid", sa.BigInteger(), nullable=False, comment="Operating-system process id."),
         sa.Column("hostname", sa.Text(), nullable=False, comment="Host the context ran on."),
         sa.Column(
             "thread_id", sa.BigInteger(), nullable=False, comment="Python thread identifier."
@@ -380,37 +380,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_table("pynenc_workflow_sub_invocation")
-    op.drop_index(
-        "ix_pynenc_workflow_run_app_id_workflow_type_key", table_name="pynenc_workflow_run"
-    )
-    op.drop_table("pynenc_workflow_run")
-    op.drop_table("pynenc_workflow_data")
-    op.drop_table("pynenc_runner_context")
-    op.drop_table("pynenc_invocation_result")
-    op.drop_index(
-        "ix_pynenc_invocation_history_app_id_runner_id", table_name="pynenc_invocation_history"
-    )
-    op.drop_index(
-        "ix_pynenc_invocation_history_app_id_recorded_at", table_name="pynenc_invocation_history"
-    )
-    op.drop_table("pynenc_invocation_history")
-    op.drop_index(
-        "ix_pynenc_invocation_exception_app_id_error_name", table_name="pynenc_invocation_exception"
-    )
-    op.drop_table("pynenc_invocation_exception")
-    op.drop_index("ix_pynenc_invocation_app_id_workflow_type_key", table_name="pynenc_invocation")
-    op.drop_index("ix_pynenc_invocation_app_id_workflow_id", table_name="pynenc_invocation")
-    op.drop_index("ix_pynenc_invocation_app_id_task_id", table_name="pynenc_invocation")
-    op.drop_index(
-        "ix_pynenc_invocation_app_id_parent_invocation_id",
-        table_name="pynenc_invocation",
-        postgresql_where=sa.text("parent_invocation_id IS NOT NULL"),
-    )
-    op.drop_index(
-        "ix_pynenc_invocation_app_id_parent_event_id",
-        table_name="pynenc_invocation",
-        postgresql_where=sa.text("parent_event_id IS NOT NULL"),
-    )
-    op.drop_table("pynenc_invocation")
-    op.drop_table("pynenc_app_info")
+    # Dropping a table drops its indexes with it.
+    for table in (
+        "pynenc_workflow_sub_invocation",
+        "pynenc_workflow_run",
+        "pynenc_workflow_data",
+        "pynenc_runner_context",
+        "pynenc_invocation_result",
+        "pynenc_invocation_history",
+        "pynenc_invocation_exception",
+        "pynenc_invocation",
+        "pynenc_app_info",
+    ):
+        op.drop_table(table)

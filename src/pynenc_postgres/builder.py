@@ -39,6 +39,10 @@ def postgres(
     statement_timeout_ms: int | None = None,
     application_name: str | None = None,
     prepare_threshold: int | None = None,
+    apply_settings: str | None = None,
+    retry_attempts: int | None = None,
+    retry_initial_delay: float | None = None,
+    retry_max_delay: float | None = None,
 ) -> PynencBuilder:
     """Store pynenc's state in PostgreSQL.
 
@@ -61,6 +65,11 @@ def postgres(
     :param application_name: name shown in ``pg_stat_activity``.
     :param prepare_threshold: psycopg prepare threshold; negative disables prepared
         statements (for transaction-mode poolers that lack support).
+    :param apply_settings: ``startup`` or ``transaction`` (``SET LOCAL`` per call, for
+        transaction-mode poolers); see ``docs/operations.md``.
+    :param retry_attempts: attempts for a call failing with a transient error.
+    :param retry_initial_delay: seconds before the first retry, doubled on each retry.
+    :param retry_max_delay: upper bound of one backoff delay, in seconds.
     :return: the builder, for chaining.
     """
     if url is not None:
@@ -77,6 +86,10 @@ def postgres(
         "postgres_statement_timeout_ms": statement_timeout_ms,
         "postgres_application_name": application_name,
         "postgres_prepare_threshold": prepare_threshold,
+        "postgres_apply_settings": apply_settings,
+        "postgres_retry_attempts": retry_attempts,
+        "postgres_retry_initial_delay": retry_initial_delay,
+        "postgres_retry_max_delay": retry_max_delay,
     }
     builder._config.update({key: value for key, value in values.items() if value is not None})
     builder._config["state_backend_cls"] = STATE_BACKEND_CLS

@@ -7,11 +7,16 @@ The database comes from ``--url`` or from pynenc config (``PYNENC__POSTGRES_URL`
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable, Sequence
 
+import alembic.util
+import sqlalchemy.exc
+
+from pynenc_postgres.audit_cli import add_inspect_commands, add_purge_command
 from pynenc_postgres.db import schema
-from pynenc_postgres.db.errors import PostgresPluginError
+from pynenc_postgres.db.errors import PostgresPluginError, translate
 from pynenc_postgres.db.settings import DatabaseSettings
 
 
@@ -38,19 +43,34 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 # -- db ------------------------------------------------------------------------------
 
 
+def _show_migration_steps() -> None:
+    """Print Alembic's "Running upgrade 0001 -> 0002" lines, so the operator sees each step."""
+    logger = logging.getLogger("alembic.runtime.migration")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(lambda record: record.getMessage().startswith("Running "))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def _where(settings: DatabaseSettings) -> str:
+    return f"{settings.server} (schema {settings.schema})"
+
+
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    _show_migration_steps()
     schema.upgrade(settings, args.revision)
-    print(f"{settings.server} (schema {settings.schema}) is at {schema.current(settings)}")
+    print(f"{_where(settings)} is at {schema.current(settings) or 'base'}")
     return 0
 
 
 def _db_downgrade(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    _show_migration_steps()
     schema.downgrade(settings, args.revision)
-    print(
-        f"{settings.server} (schema {settings.schema}) is at {schema.current(settings) or 'base'}"
-    )
+    print(f"{_where(settings)} is at {schema.current(settings) or 'base'}")
     return 0
 
 
@@ -72,15 +92,11 @@ def _db_history(args: argparse.Namespace) -> int:
 def _db_check(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     status = schema.status(settings)
-    if status.state == "up to date":
-        print(f"OK: {settings.server} (schema {settings.schema}) is at head {status.head}")
+    error = schema.schema_error(status, settings)
+    if error is None:
+        print(f"OK: {_where(settings)} is at head {status.head}")
         return 0
-    print(
-        f"NOT AT HEAD: {settings.server} (schema {settings.schema}) is "
-        f"{status.current or 'not created'} ({status.state}); head is {status.head}. "
-        f"Run: {schema.UPGRADE_COMMAND}",
-        file=sys.stderr,
-    )
+    print(f"NOT AT HEAD ({status.state}): {error}", file=sys.stderr)
     return 1
 
 
@@ -88,9 +104,12 @@ def _db_sql(args: argparse.Namespace) -> int:
     from pynenc_postgres.conf import ConfigPostgres
 
     conf = ConfigPostgres()
-    schema_name = args.schema or conf.postgres_schema
     # Offline SQL needs no server; a placeholder URL keeps the settings valid.
-    settings = DatabaseSettings(url="postgresql://offline/offline", schema=schema_name)
+    settings = DatabaseSettings(
+        url="postgresql://offline/offline",
+        schema=args.schema or conf.postgres_schema,
+        migration_lock_timeout_ms=conf.postgres_migration_lock_timeout_ms,
+    )
     sys.stdout.write(schema.offline_sql(settings, args.range))
     return 0
 
@@ -170,7 +189,12 @@ def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 # Each command group registers its own subparser; add new groups here.
-COMMAND_GROUPS: list[CommandRegistrar] = [_add_db_commands, _add_demo_command]
+COMMAND_GROUPS: list[CommandRegistrar] = [
+    _add_db_commands,
+    add_purge_command,
+    add_inspect_commands,
+    _add_demo_command,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _server_of(args: argparse.Namespace) -> str:
+    try:
+        return settings_from_args(args).server
+    except PostgresPluginError:
+        return "the configured database"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -191,6 +222,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
     except PostgresPluginError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except alembic.util.CommandError as exc:
+        # Unknown revision, bad range: Alembic's message says which.
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlalchemy.exc.DBAPIError as exc:
+        print(f"error: {translate(exc, _server_of(args))}", file=sys.stderr)
         return 2
     return code
 

@@ -34,6 +34,10 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[bool] postgres_auto_migrate:
         Upgrade the schema to head on first connect, under an advisory lock.
         Off by default: production schemas change through ``pynenc-postgres db upgrade``.
+    :cvar ConfigField[int] postgres_migration_lock_timeout_ms:
+        ``lock_timeout`` of a migration, in milliseconds: a migration that cannot lock a
+        busy table within it fails instead of queueing every other query behind it.
+        0 waits forever.
     :cvar ConfigField[str] postgres_synchronous_commit:
         ``synchronous_commit`` for this plugin's connections (``on``, ``off``, ...).
         Empty keeps the server's setting. ``off`` trades the last few hundred
@@ -42,6 +46,13 @@ class ConfigPostgres(ConfigPynencBase):
         psycopg ``prepare_threshold``: executions before a statement is prepared
         server-side. A negative value disables prepared statements, for
         transaction-mode poolers that do not support them.
+    :cvar ConfigField[str] postgres_apply_settings:
+        How ``statement_timeout`` and ``synchronous_commit`` reach the server.
+        ``startup`` (default) sends them once, as libpq startup options, when a
+        connection opens: free per call, but transaction-mode poolers (PgBouncer)
+        reject or lose them. ``transaction`` applies them with ``SET LOCAL`` inside
+        each call's own transaction: no session state, at the cost of extra round
+        trips per call.
     :cvar ConfigField[int] postgres_retry_attempts:
         Attempts for a call that fails with a transient error (connection lost,
         server restarting) before the error is raised.
@@ -60,20 +71,19 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_statement_timeout_ms = ConfigField(60_000)
     postgres_application_name = ConfigField("pynenc")
     postgres_auto_migrate = ConfigField(False)
+    postgres_migration_lock_timeout_ms = ConfigField(10_000)
     postgres_synchronous_commit = ConfigField("")
     postgres_prepare_threshold = ConfigField(1)
+    postgres_apply_settings = ConfigField("startup")
     postgres_retry_attempts = ConfigField(6)
     postgres_retry_initial_delay = ConfigField(0.1)
     postgres_retry_max_delay = ConfigField(5.0)
 
 
 class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
-    """
-    Configuration of :class:`~pynenc_postgres.state_backend.PostgresStateBackend`.
+    """Configuration of :class:`~pynenc_postgres.state_backend.PostgresStateBackend`.
 
-    :cvar ConfigField[int] postgres_page_size:
-        Rows fetched per round trip by the iterators that return open-ended lists
-        (workflow runs, child invocations).
+    Holds the shared :class:`ConfigPostgres` connection settings; class-specific
+    environment variables (``PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL``) override
+    the shared ones for the state backend alone.
     """
-
-    postgres_page_size = ConfigField(500)

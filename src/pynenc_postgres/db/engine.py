@@ -49,6 +49,7 @@ class Database:
         self._engine_pid: int | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
+        self._local_settings = _local_settings(settings)
 
     def __repr__(self) -> str:
         return f"Database({self.settings.server!r}, schema={self.settings.schema!r})"
@@ -71,10 +72,11 @@ class Database:
     def _create_engine(self) -> Engine:
         s = self.settings
         options = []
-        if s.statement_timeout_ms > 0:
-            options.append(f"-c statement_timeout={s.statement_timeout_ms}")
-        if s.synchronous_commit:
-            options.append(f"-c synchronous_commit={s.synchronous_commit}")
+        if s.apply_settings == "startup":
+            if s.statement_timeout_ms > 0:
+                options.append(f"-c statement_timeout={s.statement_timeout_ms}")
+            if s.synchronous_commit:
+                options.append(f"-c synchronous_commit={s.synchronous_commit}")
         connect_args: dict[str, Any] = {
             "connect_timeout": s.connect_timeout,
             "application_name": s.application_name,
@@ -153,15 +155,21 @@ class Database:
         """
         s = self.settings
         delay = s.retry_initial_delay
+        local = self._local_settings
         for attempt in range(1, s.retry_attempts + 1):
             try:
                 with self.connection() as conn:
-                    if transaction:
+                    if transaction or local:
                         with conn.transaction():
+                            if local:
+                                conn.execute(local[0], local[1])
                             return operation(conn)
                     return operation(conn)
             except PostgresPluginError:
                 raise
+            except UnicodeEncodeError as exc:
+                # Raised by psycopg while adapting a parameter, before anything is sent.
+                raise translate(exc, s.server) from None
             except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError) as exc:
                 cause = driver_error(exc) or exc
                 if not is_transient(exc) or attempt == s.retry_attempts:
@@ -187,6 +195,24 @@ class Database:
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, s.retry_max_delay)
         raise AssertionError("unreachable: the retry loop returns or raises")
+
+
+def _local_settings(settings: DatabaseSettings) -> tuple[str, tuple[str, ...]] | None:
+    """The ``SET LOCAL`` statement of ``apply_settings="transaction"``, or None."""
+    if settings.apply_settings != "transaction":
+        return None
+    names: list[str] = []
+    values: list[str] = []
+    if settings.statement_timeout_ms > 0:
+        names.append("statement_timeout")
+        values.append(str(settings.statement_timeout_ms))
+    if settings.synchronous_commit:
+        names.append("synchronous_commit")
+        values.append(settings.synchronous_commit)
+    if not names:
+        return None
+    calls = ", ".join(f"set_config('{name}', %s, true)" for name in names)
+    return f"SELECT {calls}", tuple(values)
 
 
 def conn_is_broken(conn: Any, exc: BaseException) -> bool:

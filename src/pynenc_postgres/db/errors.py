@@ -15,7 +15,7 @@ class PostgresPluginError(Exception):
     """Base class of every error raised by pynenc-postgres."""
 
 
-class PostgresConfigError(PostgresPluginError):
+class PostgresConfigError(PostgresPluginError, ValueError):
     """The plugin is not configured, or configured with a value it cannot use."""
 
 
@@ -23,8 +23,37 @@ class PostgresUnavailableError(PostgresPluginError):
     """The server could not be reached or used, and retrying did not help."""
 
 
+class PostgresAuthenticationError(PostgresUnavailableError):
+    """The server rejected the user or password of ``postgres_url``."""
+
+
+class PostgresDatabaseNotFoundError(PostgresUnavailableError):
+    """The database named in ``postgres_url`` does not exist on the server."""
+
+
+class PostgresHostNotFoundError(PostgresUnavailableError):
+    """The host name in ``postgres_url`` does not resolve."""
+
+
+class PostgresTooManyConnectionsError(PostgresUnavailableError):
+    """The server had no free connection slot (``max_connections``), even after retrying."""
+
+
+class PostgresPoolTimeoutError(PostgresUnavailableError):
+    """Every pooled connection of this process stayed busy for ``postgres_pool_timeout``."""
+
+
 class PostgresStatementTimeoutError(PostgresPluginError):
     """A statement ran longer than ``postgres_statement_timeout_ms``."""
+
+
+class PostgresValueError(PostgresPluginError, ValueError):
+    """A value cannot be stored in a Postgres ``TEXT`` column; nothing was written.
+
+    PostgreSQL text holds neither the NUL character (``\\x00``) nor lone UTF-16
+    surrogates. pynenc's serializers escape both, so only a custom serializer, or an
+    identifier containing them, can produce such a value.
+    """
 
 
 class SchemaError(PostgresPluginError):
@@ -73,6 +102,15 @@ _PERMANENT_CONNECT_MESSAGES = (
     "invalid sslmode",
     "invalid integer value",
     "invalid port",
+    "unsupported startup parameter",
+)
+
+# Connection refusals for lack of slots arrive before the server assigns a SQLSTATE.
+_NO_SLOT_MESSAGES = (
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for role",
+    "too many connections for database",
 )
 
 
@@ -90,6 +128,8 @@ def is_transient(exc: BaseException) -> bool:
     err = driver_error(exc)
     if err is None:
         return isinstance(exc, ConnectionError)
+    if isinstance(err, psycopg.DataError) and not err.sqlstate:
+        return False  # raised by the client while adapting a value: nothing was sent
     if err.sqlstate:
         return err.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(err, psycopg.OperationalError):
@@ -104,8 +144,14 @@ def translate(exc: BaseException, server: str) -> PostgresPluginError:
     :param exc: the error raised by psycopg or SQLAlchemy's pool.
     :param server: the redacted URL of the server, for the message.
     """
+    if isinstance(exc, UnicodeEncodeError):
+        return PostgresValueError(
+            f"A value sent to {server} is not valid UTF-8 ({exc.reason}: "
+            f"{exc.object[exc.start : exc.end]!r}); Postgres text cannot hold lone surrogates. "
+            "Nothing was written. pynenc's serializers escape them; a custom serializer must too."
+        )
     if isinstance(exc, sqlalchemy.exc.TimeoutError):
-        return PostgresUnavailableError(
+        return PostgresPoolTimeoutError(
             f"No pooled connection to {server} became free within postgres_pool_timeout. "
             "Raise postgres_pool_size/postgres_max_overflow, or lower the number of threads "
             "sharing this process's pool."
@@ -115,27 +161,46 @@ def translate(exc: BaseException, server: str) -> PostgresPluginError:
         return PostgresUnavailableError(f"Postgres call to {server} failed: {exc}")
     detail = _first_line(err)
     sqlstate = err.sqlstate or ""
+    lowered = detail.lower()
+    if isinstance(err, psycopg.DataError) and "nul" in lowered and not sqlstate:
+        return PostgresValueError(
+            f"A value sent to {server} contains the NUL character (\\x00), which Postgres "
+            "text cannot hold. Nothing was written. pynenc's serializers escape NUL; a custom "
+            "serializer must too."
+        )
     if isinstance(err, psycopg.errors.QueryCanceled):
         return PostgresStatementTimeoutError(
             f"A statement on {server} was cancelled after postgres_statement_timeout_ms: "
             f"{detail}. Raise postgres_statement_timeout_ms or find what blocks the table."
         )
-    if sqlstate.startswith("28") or "authentication failed" in detail.lower():
-        return PostgresUnavailableError(
+    if (
+        sqlstate.startswith("28")
+        or "authentication failed" in lowered
+        or "no password supplied" in lowered
+        or ("role" in lowered and "does not exist" in lowered)
+    ):
+        return PostgresAuthenticationError(
             f"Postgres at {server} rejected the credentials: {detail}. "
             "Check the user and password in postgres_url / PYNENC__POSTGRES_URL."
         )
-    if sqlstate == "3D000" or ("database" in detail.lower() and "does not exist" in detail.lower()):
-        return PostgresUnavailableError(
+    if sqlstate == "3D000" or ("database" in lowered and "does not exist" in lowered):
+        return PostgresDatabaseNotFoundError(
             f"The database named in {server} does not exist: {detail}. "
             "Create it (createdb) or fix the database name in postgres_url."
         )
-    if "translate host name" in detail.lower() or "resolve host" in detail.lower():
-        return PostgresUnavailableError(
+    if "translate host name" in lowered or "resolve host" in lowered:
+        return PostgresHostNotFoundError(
             f"The host in {server} cannot be resolved: {detail}. Fix the host in postgres_url."
         )
-    if sqlstate == "53300":
+    if "unsupported startup parameter" in lowered:
         return PostgresUnavailableError(
+            f"The server or pooler at {server} refused a connection setting: {detail}. Behind "
+            "a transaction-mode pooler such as PgBouncer set postgres_apply_settings="
+            "transaction (settings are then applied per transaction with SET LOCAL), or add "
+            "options to the pooler's ignore_startup_parameters."
+        )
+    if sqlstate == "53300" or any(fragment in lowered for fragment in _NO_SLOT_MESSAGES):
+        return PostgresTooManyConnectionsError(
             f"Postgres at {server} has no free connection slots: {detail}. Lower "
             "postgres_pool_size/postgres_max_overflow across processes, or raise the server's "
             "max_connections."

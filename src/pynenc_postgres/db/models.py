@@ -19,7 +19,7 @@ Rules every table follows:
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, Integer, MetaData, Text, func, text
+from sqlalchemy import BigInteger, Boolean, MetaData, Text, func, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
@@ -130,7 +130,8 @@ class InvocationHistory(Base):
         comment="When pynenc recorded the change (client clock, UTC, microseconds).",
     )
     status: Mapped[str] = mapped_column(
-        primary_key=True, comment="New status: REGISTERED, PENDING, RUNNING, SUCCESS, FAILED, ..."
+        primary_key=True,
+        comment="Status value as pynenc writes it: registered, running, success, failed, ...",
     )
     status_owner_id: Mapped[str | None] = mapped_column(
         comment="Runner that owns the invocation in this status, if any."
@@ -201,7 +202,8 @@ class RunnerContext(Base):
     parent_runner_id: Mapped[str | None] = mapped_column(
         comment="Enclosing context (e.g. the runner of a worker process), if any."
     )
-    pid: Mapped[int] = mapped_column(Integer, comment="Operating-system process id.")
+    # BIGINT: a Windows process id is an unsigned 32-bit number.
+    pid: Mapped[int] = mapped_column(comment="Operating-system process id.")
     hostname: Mapped[str] = mapped_column(comment="Host the context ran on.")
     thread_id: Mapped[int] = mapped_column(comment="Python thread identifier.")
     created_at: Mapped[datetime] = _created_at()
@@ -266,7 +268,15 @@ class WorkflowSubInvocation(Base):
     """Invocations that ran inside a workflow."""
 
     __tablename__ = "pynenc_workflow_sub_invocation"
-    __table_args__ = ({"comment": "Invocations (tasks or sub-workflows) run inside a workflow."},)
+    __table_args__ = (
+        # Retention finds an invocation's workflow membership by its own id.
+        Index(
+            "ix_pynenc_workflow_sub_invocation_app_id_sub_invocation_id",
+            "app_id",
+            "sub_invocation_id",
+        ),
+        {"comment": "Invocations (tasks or sub-workflows) run inside a workflow."},
+    )
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
     workflow_id: Mapped[str] = mapped_column(primary_key=True, comment="Enclosing workflow run.")
@@ -277,3 +287,6 @@ class WorkflowSubInvocation(Base):
 
 
 VERSION_TABLE = "pynenc_alembic_version"
+
+AUDIT_VIEWS = ("pynenc_invocation_status", "pynenc_invocation_timeline")
+"""Views created by migration 0002; not modelled, so autogenerate must skip them."""

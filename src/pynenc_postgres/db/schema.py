@@ -9,17 +9,20 @@ installed package produce the same schema.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
+import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, create_engine, text
+from psycopg import sql
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.pool import NullPool
 
 from alembic import command
@@ -27,6 +30,7 @@ from pynenc_postgres.db.errors import (
     PostgresConfigError,
     SchemaAheadError,
     SchemaBehindError,
+    SchemaError,
     SchemaMissingError,
 )
 from pynenc_postgres.db.models import VERSION_TABLE
@@ -36,10 +40,16 @@ if TYPE_CHECKING:
     from pynenc_postgres.db.engine import Database
 
 UPGRADE_COMMAND = "pynenc-postgres db upgrade"
+DOWNGRADE_COMMAND = "pynenc-postgres db downgrade"
+SQL_COMMAND = "pynenc-postgres db sql"
 
 
 def migrations_path() -> Path:
-    """Folder of the Alembic environment: inside the installed package, else the checkout's."""
+    """Folder of the Alembic environment: inside the installed package, else the checkout's.
+
+    Every function of this module finds the scripts through this one function, so a
+    test can point them at a copy of the scripts (see ``tests/migrations``).
+    """
     package_dir = Path(__file__).resolve().parent.parent
     shipped = package_dir / "migrations"
     if (shipped / "env.py").is_file():
@@ -61,19 +71,22 @@ def alembic_config(
     """An Alembic ``Config`` built without an ini file.
 
     :param settings: target database; its schema decides where tables and the version
-        table go.
+        table go, and its ``migration_lock_timeout_ms`` bounds every lock wait.
     :param connection: open connection that env.py uses instead of creating an engine.
     :param output: buffer receiving offline SQL.
     """
     cfg = Config(output_buffer=output) if output is not None else Config()
     cfg.set_main_option("script_location", str(migrations_path()))
-    cfg.attributes["schema"] = settings.schema if settings else "public"
+    if settings is not None:
+        cfg.attributes["schema"] = settings.schema
+        cfg.attributes["lock_timeout_ms"] = settings.migration_lock_timeout_ms
     if connection is not None:
         cfg.attributes["connection"] = connection
     return cfg
 
 
 def script_directory() -> ScriptDirectory:
+    """The shipped revisions."""
     return ScriptDirectory.from_config(alembic_config())
 
 
@@ -86,6 +99,7 @@ def head_revision() -> str:
 
 
 def known_revisions() -> set[str]:
+    """Every shipped revision id."""
     return {rev.revision for rev in script_directory().walk_revisions()}
 
 
@@ -95,21 +109,27 @@ def advisory_lock_key(schema: str) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+def _engine(settings: DatabaseSettings, purpose: str) -> Engine:
+    return create_engine(
+        settings.sqlalchemy_url,
+        poolclass=NullPool,
+        connect_args={
+            "connect_timeout": settings.connect_timeout,
+            "application_name": f"{settings.application_name}-{purpose}",
+        },
+    )
+
+
 @contextmanager
 def migration_connection(settings: DatabaseSettings) -> Iterator[Connection]:
     """One transaction holding the schema's migration lock, on a dedicated connection.
 
     The lock is transaction-scoped, so it is released by the commit that publishes the
-    new revision: a process that waited for it then sees the migrated schema.
+    new revision: a process that waited for it then sees the migrated schema. Every
+    path that migrates takes it: ``pynenc-postgres db``, ``alembic`` from a checkout,
+    and auto-migrate on first connect.
     """
-    engine = create_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        connect_args={
-            "connect_timeout": settings.connect_timeout,
-            "application_name": f"{settings.application_name}-migrate",
-        },
-    )
+    engine = _engine(settings, "migrate")
     try:
         with engine.begin() as conn:
             conn.execute(
@@ -122,25 +142,47 @@ def migration_connection(settings: DatabaseSettings) -> Iterator[Connection]:
 
 
 def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
-    """Migrate the database up to ``revision`` under the advisory lock."""
+    """Migrate the database up to ``revision`` under the advisory lock.
+
+    :param settings: target database and schema.
+    :param revision: target revision; ``head`` is the newest one shipped.
+    """
     with migration_connection(settings) as conn:
         command.upgrade(alembic_config(settings, conn), revision)
 
 
 def downgrade(settings: DatabaseSettings, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``base`` drops every pynenc table)."""
+    """Migrate the database down to ``revision`` under the advisory lock.
+
+    ``base`` drops every pynenc table; Alembic keeps the (then empty) version table.
+
+    :param settings: target database and schema.
+    :param revision: target revision, or ``base``.
+    """
     with migration_connection(settings) as conn:
         command.downgrade(alembic_config(settings, conn), revision)
 
 
 def current(settings: DatabaseSettings) -> str | None:
-    """The revision the database is at, or None when the schema was never created."""
-    with migration_connection(settings) as conn:
-        return _read_revision(conn.connection.driver_connection, settings.schema)  # type: ignore[arg-type]
+    """The revision the database is at, or None when the schema was never created.
+
+    Reads without the migration lock, so it answers while a migration runs (with the
+    revision committed before it).
+    """
+    engine = _engine(settings, "status")
+    try:
+        with engine.connect() as conn:
+            driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+            return _read_revision(driver, settings.schema)
+    finally:
+        engine.dispose()
 
 
 def check_autogenerate(settings: DatabaseSettings) -> None:
-    """Raise ``alembic.util.exc.AutogenerateDiffsDetected`` if the models and database differ."""
+    """Compare the models with the database, as ``alembic check`` does.
+
+    :raises alembic.util.exc.AutogenerateDiffsDetected: the models and database differ.
+    """
     with migration_connection(settings) as conn:
         command.check(alembic_config(settings, conn))
 
@@ -148,8 +190,9 @@ def check_autogenerate(settings: DatabaseSettings) -> None:
 def offline_sql(settings: DatabaseSettings, revision_range: str) -> str:
     """The SQL that ``upgrade``/``downgrade`` would run, for review; touches no database.
 
+    :param settings: only its schema and migration lock timeout are used.
     :param revision_range: ``TO`` (from base) or ``FROM:TO``; a ``TO`` older than
-        ``FROM`` renders a downgrade.
+        ``FROM`` renders a downgrade, e.g. ``head:base``.
     """
     start, sep, end = revision_range.partition(":")
     if not sep:
@@ -165,81 +208,136 @@ def offline_sql(settings: DatabaseSettings, revision_range: str) -> str:
 
 
 def _is_downgrade(script: ScriptDirectory, start: str, end: str) -> bool:
-    if start == "base" or end == "head":
+    if start == "base" or end == "head" or start == end:
         return False
     if end == "base":
         return True
     ancestors = {rev.revision for rev in script.iterate_revisions(start, "base")}
-    return end in ancestors and end != start
+    # `end` may be a prefix or a symbol such as "heads"; compare resolved ids.
+    target = script.get_revision(end)
+    return target is not None and target.revision in ancestors
 
 
 @dataclass(frozen=True)
 class SchemaStatus:
-    """Where the database stands relative to the shipped migrations."""
+    """Where the database stands relative to the shipped migrations.
+
+    :param current: the database's revision, None when the schema was never created.
+    :param head: the newest revision this package ships.
+    :param known: every revision this package ships.
+    """
 
     current: str | None
     head: str
+    known: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def state(self) -> str:
+        """``missing``, ``up to date``, ``behind`` or ``ahead``."""
         if self.current is None:
             return "missing"
         if self.current == self.head:
             return "up to date"
-        if self.current in known_revisions():
+        if self.current in self.known:
             return "behind"
         return "ahead"
 
 
 def status(settings: DatabaseSettings) -> SchemaStatus:
-    return SchemaStatus(current=current(settings), head=head_revision())
+    """Compare the database's revision with the shipped migrations."""
+    return _status_of(current(settings))
+
+
+def _status_of(revision: str | None) -> SchemaStatus:
+    return SchemaStatus(current=revision, head=head_revision(), known=frozenset(known_revisions()))
 
 
 def _read_revision(conn: psycopg.Connection[Any], schema: str) -> str | None:
-    table = f'"{schema}".{VERSION_TABLE}'
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-    if not exists or not exists[0]:
+    table = sql.Identifier(schema, VERSION_TABLE)
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table.as_string(conn),)).fetchone()
+    if not row or not row[0]:
         return None
-    row = conn.execute(f"SELECT version_num FROM {table} LIMIT 1").fetchone()
-    return str(row[0]) if row else None
+    version = conn.execute(sql.SQL("SELECT version_num FROM {}").format(table)).fetchone()
+    return str(version[0]) if version else None
 
 
 def ensure_ready(database: Database, conn: psycopg.Connection[Any]) -> None:
     """Startup check, run once per process on the first connection.
 
-    With ``postgres_auto_migrate`` the schema is upgraded (under the advisory lock, so
-    concurrent starters wait for one migration); otherwise a schema that is missing,
-    behind or ahead raises an error naming the command that fixes it.
+    With ``postgres_auto_migrate`` a missing or outdated schema is upgraded under the
+    advisory lock, so concurrent starters wait for one migration and then find it done.
+    Otherwise a schema that is missing, behind or ahead raises the matching
+    :class:`~pynenc_postgres.db.errors.SchemaError`, naming the command that fixes it.
+
+    :param database: the process's database handle.
+    :param conn: the connection that is being checked out.
     """
     settings = database.settings
-    head = head_revision()
-    revision = _read_revision(conn, settings.schema)
-    if revision == head:
+    found = _status_of(_read_revision(conn, settings.schema))
+    if found.state == "up to date":
         return
-    if settings.auto_migrate and (revision is None or revision in known_revisions()):
+    if settings.auto_migrate and found.state in ("missing", "behind"):
         upgrade(settings, "head")
         return
-    target = _command_target(settings)
-    if revision is None:
-        raise SchemaMissingError(
-            f"The pynenc tables do not exist in schema {settings.schema!r} of {settings.server}. "
-            f"Create them with: {UPGRADE_COMMAND}{target} "
-            "(or set postgres_auto_migrate=true to migrate on first connect)."
+    error = schema_error(found, settings)
+    assert error is not None
+    raise error
+
+
+def schema_error(found: SchemaStatus, settings: DatabaseSettings) -> SchemaError | None:
+    """The error for a database that is not at head, or None when it is.
+
+    Messages name the exact command to run; the URL in them has its password
+    replaced by ``***``.
+
+    :param found: where the database stands.
+    :param settings: the database, for the message.
+    """
+    where = f"schema {settings.schema!r} of {settings.server}"
+    options = _command_options(settings)
+    hint = _password_hint(settings)
+    if found.state == "up to date":
+        return None
+    if found.state == "missing":
+        return SchemaMissingError(
+            f"The pynenc-postgres tables do not exist in {where}. Create them with: "
+            f"{UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
+            f"{SQL_COMMAND} head{_schema_option(settings)}. Or set "
+            "postgres_auto_migrate=True to create them on first connect."
         )
-    if revision in known_revisions():
-        raise SchemaBehindError(
-            f"The database {settings.server} (schema {settings.schema!r}) is at revision "
-            f"{revision}, but this pynenc-postgres needs {head}. Upgrade it with: "
-            f"{UPGRADE_COMMAND}{target}"
+    if found.state == "behind":
+        return SchemaBehindError(
+            f"The pynenc-postgres tables in {where} are at revision {found.current}, but "
+            f"this version of pynenc-postgres needs revision {found.head}. Upgrade them "
+            f"with: {UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
+            f"{SQL_COMMAND} {found.current}:head{_schema_option(settings)}."
         )
-    raise SchemaAheadError(
-        f"The database {settings.server} (schema {settings.schema!r}) is at revision "
-        f"{revision}, which this pynenc-postgres (head {head}) does not know: it was migrated "
-        "by a newer version. Upgrade the package: pip install --upgrade pynenc-postgres "
-        f"(or downgrade the database with the newer version: pynenc-postgres db downgrade {head})."
+    return SchemaAheadError(
+        f"The pynenc-postgres tables in {where} are at revision {found.current}, which "
+        f"this version of pynenc-postgres ({_package_version()}, newest revision "
+        f"{found.head}) does not know: a newer pynenc-postgres migrated them. Install the "
+        "newer version here (pip install --upgrade pynenc-postgres), or, to go back to this "
+        "version, run with the newer version installed: "
+        f"{DOWNGRADE_COMMAND} {found.head}{options}{hint}."
     )
 
 
-def _command_target(settings: DatabaseSettings) -> str:
-    schema = "" if settings.schema == "public" else f" --schema {settings.schema}"
-    return f" --url '{settings.server}'{schema}"
+def _schema_option(settings: DatabaseSettings) -> str:
+    return "" if settings.schema == "public" else f" --schema {shlex.quote(settings.schema)}"
+
+
+def _command_options(settings: DatabaseSettings) -> str:
+    return f" --url {shlex.quote(settings.server)}{_schema_option(settings)}"
+
+
+def _password_hint(settings: DatabaseSettings) -> str:
+    if settings.sqlalchemy_url.password is None:
+        return ""
+    return " (with the password in place of ***, or without --url to read PYNENC__POSTGRES_URL)"
+
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("pynenc-postgres")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown version"

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 _ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
+APPLY_SETTINGS_MODES = ("startup", "transaction")
+
 MISSING_URL_HELP = (
     "No Postgres URL is configured for pynenc-postgres. Set the config field "
     "postgres_url: export PYNENC__POSTGRES_URL=postgresql://user:password@host:5432/db, "
@@ -69,9 +71,10 @@ def strip_password(raw: str) -> str:
         url = make_url(raw)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return ""
-    if url.password is None:
-        return raw
-    return url.set(password=None).render_as_string(hide_password=False)
+    if not url.password:
+        return raw  # nothing secret: keep the URL exactly as configured
+    # URL.set() treats None as "leave unchanged", so the field is replaced directly.
+    return url._replace(password=None).render_as_string(hide_password=False)
 
 
 def _describe_unparsable(raw: str) -> str:
@@ -97,7 +100,9 @@ class DatabaseSettings:
     application_name: str = "pynenc"
     synchronous_commit: str = ""
     prepare_threshold: int = 1
+    apply_settings: str = "startup"
     auto_migrate: bool = False
+    migration_lock_timeout_ms: int = 10_000
     retry_attempts: int = 6
     retry_initial_delay: float = 0.1
     retry_max_delay: float = 5.0
@@ -110,6 +115,20 @@ class DatabaseSettings:
             raise PostgresConfigError("postgres_pool_size must be at least 1.")
         if self.retry_attempts < 1:
             raise PostgresConfigError("postgres_retry_attempts must be at least 1.")
+        if self.retry_initial_delay < 0 or self.retry_max_delay < 0:
+            raise PostgresConfigError(
+                "postgres_retry_initial_delay and postgres_retry_max_delay must not be negative."
+            )
+        if self.pool_timeout < 0 or self.connect_timeout < 0:
+            raise PostgresConfigError(
+                "postgres_pool_timeout and postgres_connect_timeout must not be negative."
+            )
+        if self.apply_settings not in APPLY_SETTINGS_MODES:
+            raise PostgresConfigError(
+                f"postgres_apply_settings is {self.apply_settings!r}; use 'startup' (sent when "
+                "a connection opens) or 'transaction' (SET LOCAL in each call's transaction, "
+                "for transaction-mode poolers such as PgBouncer)."
+            )
 
     @classmethod
     def from_config(cls, conf: ConfigPostgres) -> DatabaseSettings:
@@ -125,7 +144,9 @@ class DatabaseSettings:
             application_name=conf.postgres_application_name,
             synchronous_commit=conf.postgres_synchronous_commit,
             prepare_threshold=conf.postgres_prepare_threshold,
+            apply_settings=conf.postgres_apply_settings,
             auto_migrate=conf.postgres_auto_migrate,
+            migration_lock_timeout_ms=conf.postgres_migration_lock_timeout_ms,
             retry_attempts=conf.postgres_retry_attempts,
             retry_initial_delay=conf.postgres_retry_initial_delay,
             retry_max_delay=conf.postgres_retry_max_delay,

@@ -144,7 +144,9 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         # One statement may not update the same row twice; the last entry wins.
         latest = {inv.invocation_id: (inv, call) for inv, call in entries}
         columns: list[list[str | None]] = [[] for _ in range(10)]
-        for inv, call in latest.values():
+        # Rows are locked in the order they are written; one global order (by id) means
+        # concurrent batches over the same invocations queue up instead of deadlocking.
+        for _, (inv, call) in sorted(latest.items()):
             workflow = inv.workflow
             values = (
                 inv.invocation_id,
@@ -230,7 +232,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
                 as_utc(record.timestamp),
                 invocation_history.runner_context_id,
                 invocation_history.registered_by_inv_id,
-                list(invocation_ids),
+                sorted(set(invocation_ids)),  # one lock order for concurrent batches
             ),
         )
 

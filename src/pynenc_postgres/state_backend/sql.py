@@ -143,7 +143,7 @@ def statements(schema: str) -> StateBackendSql:
         store_runner_context=f"""
             INSERT INTO {ctx} (app_id, {ctx_columns})
             SELECT %s, u.* FROM unnest(
-                %s::text[], %s::text[], %s::text[], %s::int[], %s::text[], %s::bigint[]) AS u
+                %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[], %s::bigint[]) AS u
             ON CONFLICT (app_id, runner_id) DO UPDATE SET
                 runner_cls = excluded.runner_cls,
                 parent_runner_id = excluded.parent_runner_id,

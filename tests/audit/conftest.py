@@ -1,0 +1,190 @@
+"""A database seeded by real pynenc runs, shared by the audit, retention, inspect and role tests.
+
+Two apps run real tasks on ThreadRunners with our state backend: successes, failures,
+a retried task, a slow task and a workflow with sub-invocations. A worker process is
+then killed with SIGKILL while a task is RUNNING, as a crashed worker would be. The
+seeded database is used as the template of a fresh clone for every test.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from pynenc import Pynenc, PynencBuilder
+
+from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.settings import DatabaseSettings
+from tests.audit import tasks
+from tests.conftest import PostgresServer
+
+REPO = Path(__file__).resolve().parents[2]
+APP_A = "audit-a"
+APP_B = "audit-b"
+
+
+@dataclass
+class Seed:
+    """Where the seeded template is, and the ids of the invocations made."""
+
+    template: str
+    ids: dict[str, str] = field(default_factory=dict)
+    runner_a: str = ""
+
+
+def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
+    return (
+        PynencBuilder()
+        .sqlite(sqlite_db_path=str(sqlite_path))
+        .postgres(url=url)
+        .thread_runner(min_threads=1, max_threads=4)
+        .app_id(app_id)
+        .custom_config(runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01)
+        .build()
+    )
+
+
+def _run(app: Pynenc, calls: dict[str, Any]) -> dict[str, str]:
+    """Run the invocations made by ``calls`` to completion on a ThreadRunner."""
+    for task in tasks.ALL_TASKS:
+        task.app = app
+    runner = threading.Thread(target=app.runner.run, daemon=True)
+    runner.start()
+    try:
+        invocations = {name: make() for name, make in calls.items()}
+        for invocation in invocations.values():
+            try:
+                invocation.result  # noqa: B018 - waits for the invocation to finish
+            except Exception:  # the failing tasks are part of the seed
+                pass
+        return {name: inv.invocation_id for name, inv in invocations.items()}
+    finally:
+        app.runner.stop_runner_loop()
+        runner.join()
+
+
+def _latest_status(url: str, app_id: str, invocation_id: str) -> str | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT status FROM pynenc_invocation_history WHERE app_id = %s "
+            "AND invocation_id = %s ORDER BY recorded_at DESC, status DESC LIMIT 1",
+            (app_id, invocation_id),
+        ).fetchone()
+    return row[0] if row else None
+
+
+def _kill_worker_while_running(url: str, sqlite_path: Path) -> str:
+    """Start ``stuck`` in a worker process and SIGKILL the worker once it is RUNNING."""
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tests.audit.stuck_worker", url, str(sqlite_path), APP_A],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert worker.stdout is not None
+        invocation_id = worker.stdout.readline().strip()
+        assert invocation_id, "the worker printed no invocation id"
+        while _latest_status(url, APP_A, invocation_id) != "running":
+            assert worker.poll() is None, "the worker exited before running its task"
+            time.sleep(0.05)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    return invocation_id
+
+
+def _wait_until_unused(server: PostgresServer, name: str) -> None:
+    """A killed client's server processes exit on their own; CREATE DATABASE needs that."""
+    with server.admin() as conn:
+        while conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+        ).fetchone() != (0,):
+            time.sleep(0.05)
+
+
+@pytest.fixture(scope="session")
+def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory) -> Seed:
+    name = postgres_server.create_database(template=postgres_server.template)
+    url = postgres_server.url_for(name)
+    work = tmp_path_factory.mktemp("audit-seed")
+    seed = Seed(template=name)
+
+    seed.ids.update(
+        _run(
+            _build(url, work / "a.sqlite", APP_A),
+            {
+                "add": lambda: tasks.add(1, 2),
+                "add_2": lambda: tasks.add(3, 4),
+                "divide_zero": lambda: tasks.divide(1, 0),
+                "divide_zero_2": lambda: tasks.divide(2, 0),
+                "parse_bad": lambda: tasks.parse("not a number"),
+                "flaky": lambda: tasks.flaky("seed"),
+                "slow": lambda: tasks.slow(0.3),
+                "pipeline": lambda: tasks.pipeline(3),
+            },
+        )
+    )
+    seed.ids.update(
+        {
+            f"b_{key}": value
+            for key, value in _run(
+                _build(url, work / "b.sqlite", APP_B),
+                {"add": lambda: tasks.add(10, 20), "divide_zero": lambda: tasks.divide(5, 0)},
+            ).items()
+        }
+    )
+    seed.ids["stuck"] = _kill_worker_while_running(url, work / "stuck.sqlite")
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT runner_id FROM pynenc_invocation_history WHERE app_id = %s "
+            "AND invocation_id = %s AND status = 'running'",
+            (APP_A, seed.ids["slow"]),
+        ).fetchone()
+        assert row is not None
+        seed.runner_a = row[0]
+    dispose_all()
+    _wait_until_unused(postgres_server, name)
+    return seed
+
+
+@pytest.fixture
+def seeded_url(postgres_server: PostgresServer, audit_seed: Seed) -> Iterator[str]:
+    """A fresh copy of the seeded database for one test."""
+    name = postgres_server.create_database(template=audit_seed.template)
+    url = postgres_server.url_for(name)
+    yield url
+    dispose_all()
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def seeded_settings(seeded_url: str) -> DatabaseSettings:
+    return DatabaseSettings(url=seeded_url)
+
+
+def all_rows(url: str) -> dict[str, set[tuple[Any, ...]]]:
+    """Every row of every pynenc table, for before/after comparisons."""
+    tables = (
+        "pynenc_invocation",
+        "pynenc_invocation_history",
+        "pynenc_invocation_result",
+        "pynenc_invocation_exception",
+        "pynenc_runner_context",
+        "pynenc_app_info",
+        "pynenc_workflow_run",
+        "pynenc_workflow_data",
+        "pynenc_workflow_sub_invocation",
+    )
+    with psycopg.connect(url, autocommit=True) as conn:
+        return {table: set(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in tables}

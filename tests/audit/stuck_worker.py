@@ -1,0 +1,37 @@
+"""A worker process that starts ``stuck`` and hangs in it until it is killed.
+
+Killing it with SIGKILL leaves the invocation RUNNING in the database, exactly as a
+crashed worker does.
+
+Usage: python -m tests.audit.stuck_worker DATABASE_URL SQLITE_PATH APP_ID
+"""
+
+import sys
+import threading
+
+from pynenc import PynencBuilder
+
+from tests.audit import tasks
+
+
+def main(url: str, sqlite_path: str, app_id: str) -> None:
+    app = (
+        PynencBuilder()
+        .sqlite(sqlite_db_path=sqlite_path)
+        .postgres(url=url)
+        .thread_runner(min_threads=1, max_threads=2)
+        .app_id(app_id)
+        .custom_config(runner_loop_sleep_time_sec=0.01)
+        .build()
+    )
+    for task in tasks.ALL_TASKS:
+        task.app = app
+    invocation = tasks.stuck()
+    print(invocation.invocation_id, flush=True)
+    runner = threading.Thread(target=app.runner.run, daemon=True)
+    runner.start()
+    runner.join()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -1,0 +1,199 @@
+"""Every query of docs/audit.md, run against a database filled by real pynenc runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.audit.conftest import APP_A, APP_B, Seed
+from tests.audit.cookbook import cookbook, render, variables
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+TASKS = "tests.audit.tasks."
+Rows = list[tuple[Any, ...]]
+
+
+def run(conn: psycopg.Connection, name: str, values: dict[str, str]) -> Rows:
+    query = cookbook()[name]
+    assert variables(query) <= set(values), f"{name} needs {variables(query) - set(values)}"
+    return conn.execute(render(query, values, conn)).fetchall()
+
+
+def check_failures_last_hour(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "failures_last_hour", {"app_id": APP_A})
+    assert [row[:3] for row in rows] == [
+        (TASKS + "divide", "ZeroDivisionError", 2),
+        (TASKS + "parse", "ValueError", 1),
+    ]
+    # app B's failure stays out of app A's report, and shows in its own
+    rows_b = run(conn, "failures_last_hour", {"app_id": APP_B})
+    assert [row[:3] for row in rows_b] == [(TASKS + "divide", "ZeroDivisionError", 1)]
+
+
+def check_invocation_timeline(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "invocation_timeline", {"app_id": APP_A, "invocation_id": seed.ids["flaky"]})
+    assert [(row[0], row[1]) for row in rows] == list(
+        enumerate(
+            ["registered", "pending", "running", "retry", "pending", "running", "success"],
+            start=1,
+        )
+    )
+    assert rows[0][3] is None
+    assert all(row[3] >= timedelta(0) for row in rows[1:])
+    assert rows[0][4] == "ExternalRunner"
+    assert {row[4] for row in rows[1:]} == {"ThreadRunner"}
+    assert {row[7] for row in rows[1:]} == {seed.runner_a}
+
+
+def check_retried_invocations(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "retried_invocations", {"app_id": APP_A})
+    assert [row[:4] for row in rows] == [(seed.ids["flaky"], TASKS + "flaky", 1, "success")]
+    assert run(conn, "retried_invocations", {"app_id": APP_B}) == []
+
+
+def check_slowest_tasks(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "slowest_tasks", {"app_id": APP_A})
+    slowest = [row[3] for row in rows]
+    assert slowest == sorted(slowest, reverse=True)
+    by_task = {row[0]: row for row in rows}
+    # slow(0.3) sleeps 0.3 s between RUNNING and SUCCESS
+    assert by_task[TASKS + "slow"][1] == 1
+    assert by_task[TASKS + "slow"][3] >= timedelta(seconds=0.3)
+    assert by_task[TASKS + "add"][1] == 5  # two direct calls, three workflow steps
+    assert by_task[TASKS + "divide"][1] == 2  # failed runs count too
+    assert by_task[TASKS + "flaky"][1] == 1  # only the run that ended it
+    assert TASKS + "stuck" not in by_task  # never finished
+
+
+def check_stuck_running(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "stuck_running", {"app_id": APP_A, "minutes": "0"})
+    by_id = {row[0]: row for row in rows}
+    assert seed.ids["stuck"] in by_id
+    stuck = by_id[seed.ids["stuck"]]
+    assert stuck[1] == TASKS + "stuck"
+    assert stuck[3] > timedelta(0)
+    assert stuck[4] not in (None, seed.runner_a)  # owned by the killed worker's runner
+    assert all(seed.ids[name] not in by_id for name in ("slow", "flaky", "pipeline"))
+    assert run(conn, "stuck_running", {"app_id": APP_A, "minutes": "60"}) == []
+    assert run(conn, "stuck_running", {"app_id": APP_B, "minutes": "0"}) == []
+
+
+def check_workflow_with_sub_invocations(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(
+        conn,
+        "workflow_with_sub_invocations",
+        {"app_id": APP_A, "workflow_id": seed.ids["pipeline"]},
+    )
+    assert rows[0][:4] == ("workflow", seed.ids["pipeline"], TASKS + "pipeline", "success")
+    subs = rows[1:]
+    assert [(row[0], row[2], row[3]) for row in subs] == [
+        ("sub-invocation", TASKS + "add", "success")
+    ] * 3
+    children = conn.execute(
+        "SELECT invocation_id FROM pynenc_invocation WHERE app_id = %s AND workflow_id = %s "
+        "AND invocation_id <> workflow_id",
+        (APP_A, seed.ids["pipeline"]),
+    ).fetchall()
+    assert {row[1] for row in subs} == {row[0] for row in children}
+    assert [row[4] for row in subs] == sorted(row[4] for row in subs)
+
+
+def check_runner_activity(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "runner_activity", {"app_id": APP_A, "runner_id": seed.runner_a})
+    by_status = {row[0]: row for row in rows}
+    # 8 top-level invocations and 3 workflow steps ran on this runner; flaky ran twice.
+    # pynenc's own recovery tasks may add a few runs of their own.
+    assert by_status["running"][1] - by_status["running"][2] == 1
+    assert by_status["running"][2] >= 11
+    assert by_status["failed"][1:3] == (3, 3)
+    assert by_status["retry"][1:3] == (1, 1)
+    assert by_status["success"][1] >= 8
+    assert by_status["registered"][1] >= 3  # the workflow registered its steps
+    assert "running" not in {
+        row[0]
+        for row in run(conn, "runner_activity", {"app_id": APP_B, "runner_id": seed.runner_a})
+    }
+
+
+def check_runners_of_app(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "runners_of_app", {"app_id": APP_A})
+    classes = sorted(row[1] for row in rows)
+    # the seeding process and the killed worker each had an external and a thread runner
+    assert classes == ["ExternalRunner", "ExternalRunner", "ThreadRunner", "ThreadRunner"]
+    by_id = {row[0]: row for row in rows}
+    # 12 runs (pending, running), 8 successes, 3 failures, 1 retry, 3 workflow
+    # registrations: 39 changes, plus those of pynenc's own recovery tasks.
+    assert by_id[seed.runner_a][5] >= 39
+    rows_b = run(conn, "runners_of_app", {"app_id": APP_B})
+    assert sorted(row[1] for row in rows_b) == ["ExternalRunner", "ThreadRunner"]
+    assert seed.runner_a not in {row[0] for row in rows_b}
+
+
+def check_volume_per_app_and_day(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "volume_per_app_and_day", {})
+    totals: dict[str, list[int]] = {}
+    for app_id, _day, registered, succeeded, failed in rows:
+        total = totals.setdefault(app_id, [0, 0, 0])
+        total[0] += registered
+        total[1] += succeeded
+        total[2] += failed
+    assert set(totals) == {APP_A, APP_B}
+    # app A: 8 calls, 3 workflow steps, the stuck task (+ pynenc recovery tasks)
+    assert totals[APP_A][0] >= 12
+    assert totals[APP_A][1] >= 8
+    assert totals[APP_A][2] == 3
+    assert totals[APP_B][0] >= 2
+    assert totals[APP_B][1] >= 1
+    assert totals[APP_B][2] == 1
+
+
+def check_status_counts(conn: psycopg.Connection, seed: Seed) -> None:
+    counts = dict(run(conn, "status_counts", {"app_id": APP_A}))
+    assert counts["failed"] == 3
+    assert counts["success"] >= 8
+    assert counts["running"] >= 1
+    ours = conn.execute(
+        "SELECT status, count(*) FROM pynenc_invocation_status WHERE app_id = %s "
+        "AND task_id LIKE 'tests.audit.tasks.%%' GROUP BY status ORDER BY status",
+        (APP_A,),
+    ).fetchall()
+    assert ours == [("failed", 3), ("running", 1), ("success", 8)]
+
+
+def check_call_tree(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "call_tree", {"app_id": APP_A, "invocation_id": seed.ids["pipeline"]})
+    assert rows[0][:4] == (0, seed.ids["pipeline"], TASKS + "pipeline", "success")
+    assert [(row[0], row[2], row[3]) for row in rows[1:]] == [(1, TASKS + "add", "success")] * 3
+    leaf = run(conn, "call_tree", {"app_id": APP_A, "invocation_id": seed.ids["divide_zero"]})
+    assert leaf == [(0, seed.ids["divide_zero"], TASKS + "divide", "failed", "ZeroDivisionError")]
+
+
+CHECKS: dict[str, Callable[[psycopg.Connection, Seed], None]] = {
+    "failures_last_hour": check_failures_last_hour,
+    "invocation_timeline": check_invocation_timeline,
+    "retried_invocations": check_retried_invocations,
+    "slowest_tasks": check_slowest_tasks,
+    "stuck_running": check_stuck_running,
+    "workflow_with_sub_invocations": check_workflow_with_sub_invocations,
+    "runner_activity": check_runner_activity,
+    "runners_of_app": check_runners_of_app,
+    "volume_per_app_and_day": check_volume_per_app_and_day,
+    "status_counts": check_status_counts,
+    "call_tree": check_call_tree,
+}
+
+
+def test_every_documented_query_has_a_check() -> None:
+    assert list(cookbook()) == list(CHECKS)
+    assert len(CHECKS) >= 8
+
+
+@pytest.mark.parametrize("name", list(CHECKS))
+def test_cookbook_query(name: str, audit_seed: Seed, seeded_url: str) -> None:
+    with psycopg.connect(seeded_url, autocommit=True) as conn:
+        CHECKS[name](conn, audit_seed)

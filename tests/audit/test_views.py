@@ -1,0 +1,220 @@
+"""The audit views of migration 0002: contents, index use, schema binding, downgrade."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+import psycopg
+import pytest
+
+from pynenc_postgres.db import schema
+from pynenc_postgres.db.settings import DatabaseSettings
+from tests.audit.conftest import APP_A, Seed
+
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+TASKS = "tests.audit.tasks."
+
+
+def status_row(conn: psycopg.Connection, invocation_id: str) -> dict[str, Any]:
+    cur = conn.execute(
+        "SELECT * FROM pynenc_invocation_status WHERE app_id = %s AND invocation_id = %s",
+        (APP_A, invocation_id),
+    )
+    assert cur.description is not None
+    rows = cur.fetchall()
+    assert len(rows) == 1
+    return dict(zip([c.name for c in cur.description], rows[0], strict=True))
+
+
+def test_status_view_reports_the_current_status_of_real_runs(
+    audit_seed: Seed, seeded_url: str
+) -> None:
+    ids = audit_seed.ids
+    with psycopg.connect(seeded_url) as conn:
+        add = status_row(conn, ids["add"])
+        assert (add["task_id"], add["status"], add["is_final"]) == (TASKS + "add", "success", True)
+        assert add["has_result"] is True
+        assert add["exception_name"] is None
+        assert add["runner_id"] == audit_seed.runner_a
+        assert add["registered_at"] < add["status_changed_at"]
+
+        failed = status_row(conn, ids["divide_zero"])
+        assert (failed["status"], failed["has_result"], failed["exception_name"]) == (
+            "failed",
+            False,
+            "ZeroDivisionError",
+        )
+        assert status_row(conn, ids["parse_bad"])["exception_name"] == "ValueError"
+
+        stuck = status_row(conn, ids["stuck"])
+        assert (stuck["status"], stuck["is_final"], stuck["has_result"]) == (
+            "running",
+            False,
+            False,
+        )
+        assert stuck["owner_runner_id"] == stuck["runner_id"] != audit_seed.runner_a
+
+        step = conn.execute(
+            "SELECT invocation_id FROM pynenc_invocation WHERE app_id = %s "
+            "AND parent_invocation_id = %s LIMIT 1",
+            (APP_A, ids["pipeline"]),
+        ).fetchone()
+        assert step is not None
+        sub = status_row(conn, step[0])
+        assert (sub["parent_invocation_id"], sub["workflow_id"]) == (
+            ids["pipeline"],
+            ids["pipeline"],
+        )
+
+
+def test_timeline_view_matches_the_history_in_order(audit_seed: Seed, seeded_url: str) -> None:
+    with psycopg.connect(seeded_url) as conn:
+        for name in ("flaky", "divide_zero", "pipeline", "stuck"):
+            invocation_id = audit_seed.ids[name]
+            history = conn.execute(
+                "SELECT status, recorded_at, runner_id FROM pynenc_invocation_history "
+                "WHERE app_id = %s AND invocation_id = %s ORDER BY recorded_at, status",
+                (APP_A, invocation_id),
+            ).fetchall()
+            timeline = conn.execute(
+                "SELECT step, status, recorded_at, runner_id, previous_status, since_previous, "
+                "since_first FROM pynenc_invocation_timeline "
+                "WHERE app_id = %s AND invocation_id = %s ORDER BY step",
+                (APP_A, invocation_id),
+            ).fetchall()
+            assert [row[1:4] for row in timeline] == history
+            assert [row[0] for row in timeline] == list(range(1, len(history) + 1))
+            for previous, current in itertools.pairwise(timeline):
+                assert current[4] == previous[1]
+                assert current[5] == current[2] - previous[2]
+                assert current[6] == current[2] - timeline[0][2]
+
+
+def plan(conn: psycopg.Connection, query: str) -> list[dict[str, Any]]:
+    """Every node of the plan, flattened."""
+    row = conn.execute(f"EXPLAIN (FORMAT JSON) {query}").fetchone()
+    assert row is not None
+    document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
+    nodes: list[dict[str, Any]] = []
+
+    def walk(node: dict[str, Any]) -> None:
+        nodes.append(node)
+        for child in node.get("Plans", []):
+            walk(child)
+
+    walk(document[0]["Plan"])
+    return nodes
+
+
+def test_views_are_index_backed_on_a_large_history(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            """INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id,
+                   arguments_id, serialized_arguments)
+               SELECT 'app-' || (g % 5), 'inv-' || g, 'mod.task' || (g % 20), 'c', 'a', '{}'
+               FROM generate_series(1, 50000) g"""
+        )
+        conn.execute(
+            """INSERT INTO pynenc_invocation_history (app_id, invocation_id, recorded_at, status,
+                   status_owner_id, status_set_at, runner_id)
+               SELECT 'app-' || (g % 5), 'inv-' || g,
+                      now() - make_interval(secs => g) + make_interval(secs => s.n / 1000.0),
+                      s.status, 'r1', now(), 'r1'
+               FROM generate_series(1, 50000) g,
+                    (VALUES (1, 'registered'), (2, 'pending'), (3, 'running'), (4, 'success'))
+                    AS s(n, status)"""
+        )
+        conn.execute("ANALYZE")
+        status_plan = plan(
+            conn,
+            "SELECT * FROM pynenc_invocation_status "
+            "WHERE app_id = 'app-1' AND invocation_id = 'inv-101'",
+        )
+        scans = {(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in status_plan}
+        assert ("Index Scan", "pynenc_invocation", "pk_pynenc_invocation") in scans
+        assert (
+            "Index Scan",
+            "pynenc_invocation_history",
+            "pk_pynenc_invocation_history",
+        ) in scans
+        backward = [
+            n
+            for n in status_plan
+            if n.get("Relation Name") == "pynenc_invocation_history"
+            and n.get("Scan Direction") == "Backward"
+        ]
+        assert backward, "the latest history row is read by a backward index scan"
+        big = {"pynenc_invocation", "pynenc_invocation_history"}
+        assert not [
+            n for n in status_plan if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in big
+        ]
+
+        timeline_plan = plan(
+            conn,
+            "SELECT * FROM pynenc_invocation_timeline "
+            "WHERE app_id = 'app-1' AND invocation_id = 'inv-101'",
+        )
+        history_scans = [
+            n for n in timeline_plan if n.get("Relation Name") == "pynenc_invocation_history"
+        ]
+        assert [n["Node Type"] for n in history_scans] in (["Index Scan"], ["Index Only Scan"])
+        assert not [
+            n
+            for n in timeline_plan
+            if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in big
+        ]
+
+
+def test_downgrade_removes_views_and_index_and_upgrade_restores_them(database_url: str) -> None:
+    settings = DatabaseSettings(url=database_url)
+
+    def objects() -> set[str]:
+        with psycopg.connect(database_url) as conn:
+            rows = conn.execute(
+                "SELECT relname FROM pg_class WHERE relname IN ('pynenc_invocation_status', "
+                "'pynenc_invocation_timeline', "
+                "'ix_pynenc_workflow_sub_invocation_app_id_sub_invocation_id')"
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    assert len(objects()) == 3
+    schema.downgrade(settings, "0001")
+    assert objects() == set()
+    assert schema.current(settings) == "0001"
+    schema.upgrade(settings)
+    assert len(objects()) == 3
+    schema.check_autogenerate(settings)  # raises if models and database differ
+
+
+def test_views_bind_to_the_configured_schema(empty_database_url: str) -> None:
+    settings = DatabaseSettings(url=empty_database_url, schema="audit_space")
+    schema.upgrade(settings)
+    schema.check_autogenerate(settings)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        views = conn.execute(
+            "SELECT schemaname, viewname FROM pg_views WHERE viewname LIKE 'pynenc\\_%' "
+            "ORDER BY viewname"
+        ).fetchall()
+        assert views == [
+            ("audit_space", "pynenc_invocation_status"),
+            ("audit_space", "pynenc_invocation_timeline"),
+        ]
+        conn.execute(
+            """INSERT INTO audit_space.pynenc_invocation (app_id, invocation_id, task_id, call_id,
+                   arguments_id, serialized_arguments) VALUES ('a', 'i', 't', 'c', 'x', '{}')"""
+        )
+        conn.execute(
+            """INSERT INTO audit_space.pynenc_invocation_history (app_id, invocation_id,
+                   recorded_at, status, status_set_at, runner_id)
+               VALUES ('a', 'i', now(), 'running', now(), 'r')"""
+        )
+        # Read with a search_path that does not include the schema: the views still
+        # resolve their tables in audit_space.
+        conn.execute("SET search_path TO public")
+        row = conn.execute(
+            "SELECT task_id, status FROM audit_space.pynenc_invocation_status"
+        ).fetchone()
+        assert row == ("t", "running")

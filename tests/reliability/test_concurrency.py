@@ -1,0 +1,111 @@
+"""4 processes x 4 threads write the same invocations at the same moments.
+
+Each round starts at a barrier shared by all 16 writers. In it every writer upserts all
+the shared invocations (in its own random order, with arguments naming writer and round)
+and adds one history row to each. A writer reaches the next barrier only after its calls
+returned, so once the last barrier has passed, the stored arguments must come from the
+last round; a final upsert made after every writer stopped must then win outright.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import traceback
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from pynenc.invocation.status import InvocationStatus, InvocationStatusRecord
+from pynenc.models.call_dto import CallDTO
+from pynenc.state_backend.base_state_backend import InvocationHistory
+
+from tests.reliability.conftest import build_app
+from tests.reliability.tasks import new_invocation
+
+PROCESSES = 4
+THREADS = 4
+ROUNDS = 8
+INVOCATIONS = 24
+BASE_TIME = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def deadlocks(database_url: str) -> int:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_concurrent_upserts_and_history_lose_nothing(database_url: str) -> None:
+    app = build_app(database_url)
+    backend = app.state_backend
+    invocations = [new_invocation(app, f"initial {n}") for n in range(INVOCATIONS)]
+    dtos = {inv.invocation_id: (inv.to_dto(), inv.call.call_id) for inv in invocations}
+    ids = list(dtos)
+    deadlocks_before = deadlocks(database_url)
+
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(PROCESSES * THREADS)
+    failures: Any = ctx.Queue()
+
+    def write(writer: int) -> None:
+        rng = random.Random(writer)
+        for round_number in range(ROUNDS):
+            barrier.wait()
+            order = rng.sample(ids, len(ids))
+            value = app.serializer.serialize(f"writer {writer} round {round_number}")
+            backend._upsert_invocations(
+                [(dtos[i][0], CallDTO(dtos[i][1], {"value": value})) for i in order]
+            )
+            history = InvocationHistory(
+                invocation_id=order[0],
+                status_record=InvocationStatusRecord(InvocationStatus.RUNNING, f"w{writer}"),
+                runner_context_id=f"writer-{writer}",
+            )
+            # Distinct instants per writer and round: these rows are distinct events.
+            history._timestamp = BASE_TIME + timedelta(microseconds=writer * ROUNDS + round_number)
+            backend._add_histories(order, history)
+
+    def process(index: int) -> None:
+        def thread(number: int) -> None:
+            try:
+                write(index * THREADS + number)
+            except BaseException:
+                failures.put(traceback.format_exc())
+                barrier.abort()
+
+        threads = [threading.Thread(target=thread, args=(n,)) for n in range(THREADS)]
+        for each in threads:
+            each.start()
+        for each in threads:
+            each.join()
+
+    processes = [ctx.Process(target=process, args=(p,)) for p in range(PROCESSES)]
+    for each in processes:
+        each.start()
+    for each in processes:
+        each.join()
+    errors = []
+    while not failures.empty():
+        errors.append(failures.get())
+    assert errors == []
+    assert [each.exitcode for each in processes] == [0] * PROCESSES
+    assert deadlocks(database_url) == deadlocks_before
+
+    writers = PROCESSES * THREADS
+    last_round = {f"writer {w} round {ROUNDS - 1}" for w in range(writers)}
+    for invocation_id in ids:
+        stored = backend.get_invocation(invocation_id).call.arguments.kwargs["value"]
+        assert stored in last_round
+        history = backend.get_history(invocation_id)
+        assert len(history) == writers * ROUNDS
+        assert {h.runner_context_id for h in history} == {f"writer-{w}" for w in range(writers)}
+
+    final = app.serializer.serialize("final")
+    backend._upsert_invocations([(dtos[i][0], CallDTO(dtos[i][1], {"value": final})) for i in ids])
+    for invocation_id in ids:
+        assert backend.get_invocation(invocation_id).call.arguments.kwargs["value"] == "final"
