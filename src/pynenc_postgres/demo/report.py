@@ -13,32 +13,25 @@ from psycopg import sql
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
 
-# One row per invocation: its final status (the newest history row), how many times it
-# was retried, and how long it ran, from its first RUNNING row to its final row.
+# One row per invocation, from the pynenc_invocation_status audit view (docs/audit.md):
+# its current status, how many times it was retried, and how long it ran, from its
+# first RUNNING row to its latest status change.
 INVOCATIONS_SQL = """
-WITH history AS (
-    SELECT invocation_id,
-           min(recorded_at) AS registered_at,
-           min(recorded_at) FILTER (WHERE status = 'running') AS started_at,
-           max(recorded_at) AS finished_at,
-           count(*) FILTER (WHERE status = 'retry') AS retries,
-           (array_agg(status ORDER BY recorded_at DESC))[1] AS final_status
-    FROM {schema}.pynenc_invocation_history
-    WHERE app_id = %(app_id)s
-    GROUP BY invocation_id
-)
-SELECT i.invocation_id,
-       i.task_id,
-       i.parent_invocation_id,
-       h.final_status,
-       h.retries,
-       h.finished_at - h.started_at AS duration,
+SELECT s.invocation_id,
+       s.task_id,
+       s.parent_invocation_id,
+       s.status,
+       count(h.status) FILTER (WHERE h.status = 'retry') AS retries,
+       s.status_changed_at - min(h.recorded_at) FILTER (WHERE h.status = 'running') AS duration,
        i.serialized_arguments,
-       h.registered_at
-FROM {schema}.pynenc_invocation AS i
-JOIN history AS h USING (invocation_id)
-WHERE i.app_id = %(app_id)s
-ORDER BY h.registered_at, i.invocation_id
+       s.registered_at
+FROM {schema}.pynenc_invocation_status AS s
+JOIN {schema}.pynenc_invocation AS i USING (app_id, invocation_id)
+JOIN {schema}.pynenc_invocation_history AS h USING (app_id, invocation_id)
+WHERE s.app_id = %(app_id)s
+GROUP BY s.invocation_id, s.task_id, s.parent_invocation_id, s.status,
+         s.status_changed_at, i.serialized_arguments, s.registered_at
+ORDER BY s.registered_at, s.invocation_id
 """
 
 EXCEPTIONS_SQL = """
