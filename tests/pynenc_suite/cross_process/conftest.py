@@ -15,6 +15,7 @@ other processes.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ from pynenc_tests.util.subclasses import get_runner_subclasses
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureRequest
     from _pytest.monkeypatch import MonkeyPatch
+
+    from tests.conftest import PostgresServer
 
 STATE_BACKEND_CLS = "PostgresStateBackend"
 SQLITE_COMPONENTS = {
@@ -64,12 +67,34 @@ def runner_combinations() -> list[RunnerCombination]:
     ]
 
 
+# Databases of pynenc test modules that define a module-level app, created once.
+_module_app_databases: dict[str, str] = {}
+
+
 @pytest.fixture(autouse=True)
-def postgres_state_backend_env(monkeypatch: MonkeyPatch, database_url: str) -> str:
-    """Select our state backend, on this test's database, for every app the test builds."""
+def postgres_state_backend_env(
+    request: FixtureRequest,
+    monkeypatch: MonkeyPatch,
+    database_url: str,
+    postgres_server: PostgresServer,
+) -> str:
+    """Select our state backend, on this test's database, for every app the test builds.
+
+    A module-level app (``test_status_transitions``, ``test_config_propagation_...``)
+    keeps the configuration it first read for the whole session, and pynenc's
+    combination suite runs ``test_status_transitions`` from two modules. Such a module
+    gets one database for the session, as pynenc gives it one SQLite file.
+    """
+    module_name = request.function.__module__
+    url = database_url
+    if isinstance(getattr(sys.modules[module_name], "app", None), Pynenc):
+        if module_name not in _module_app_databases:
+            name = postgres_server.create_database(template=postgres_server.template)
+            _module_app_databases[module_name] = postgres_server.url_for(name)
+        url = _module_app_databases[module_name]
     monkeypatch.setenv("PYNENC__STATE_BACKEND_CLS", STATE_BACKEND_CLS)
-    monkeypatch.setenv("PYNENC__POSTGRES_URL", database_url)
-    return database_url
+    monkeypatch.setenv("PYNENC__POSTGRES_URL", url)
+    return url
 
 
 @pytest.fixture(params=runner_combinations(), ids=lambda comp: comp.combination_id)
