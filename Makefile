@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-pynenc-suites lint bench bench-scale clean
+.PHONY: demo monitor test test-pynenc-suites browser screenshots lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	@PY=$$(scripts/find-python) || exit 1; \
@@ -17,13 +17,25 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pynenc-postgres demo
 
+## The demo, then pynmon on its data at http://127.0.0.1:8000 until Ctrl-C.
+monitor: $(STAMP)
+	$(BIN)/pynenc-postgres demo --monitor 8000
+
 ## Run every test (embedded PostgreSQL 18 unless PYNENC_TEST_POSTGRES_URL is set).
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Run only pynenc's own plugin suites (used by CI against a second Postgres version).
 test-pynenc-suites: $(STAMP)
 	$(BIN)/python -m pytest tests/pynenc_suite $(PYTEST_ARGS)
+
+## Debian's headless Chromium and pynmon's front-end files, for the browser test (idempotent).
+browser:
+	@scripts/install-browser
+
+## Refresh docs/screenshots from the pynmon browser test.
+screenshots: $(STAMP) browser
+	PYNENC_POSTGRES_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_pynmon_browser.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests alembic benchmarks

@@ -145,6 +145,45 @@ def _add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     sql.set_defaults(handler=_db_sql)
 
 
+# -- demo ----------------------------------------------------------------------------
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from pynenc_postgres.demo import run_demo
+
+    return run_demo(
+        args.url, workdir=Path(args.workdir), schema_name=args.schema, monitor_port=args.monitor
+    )
+
+
+def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="run a sample app on real runners and print an SQL audit report",
+        description=(
+            "Start an embedded PostgreSQL 18 (or use --url / PYNENC__POSTGRES_URL), migrate "
+            "it, run a sample pynenc app on worker processes and print an audit report."
+        ),
+    )
+    _add_connection_options(demo)
+    demo.add_argument(
+        "--workdir",
+        default=".pynenc-postgres",
+        help="folder for the embedded server's data and the SQLite file (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--monitor",
+        nargs="?",
+        type=int,
+        const=8000,
+        metavar="PORT",
+        help="then browse the data in pynmon on PORT (default 8000) until Ctrl-C",
+    )
+    demo.set_defaults(handler=_demo)
+
+
 # -- entry point ----------------------------------------------------------------------
 
 CommandRegistrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -154,6 +193,7 @@ COMMAND_GROUPS: list[CommandRegistrar] = [
     _add_db_commands,
     add_purge_command,
     add_inspect_commands,
+    _add_demo_command,
 ]
 
 

@@ -1,0 +1,10 @@
+# Image of the `migrate` and `demo` services in compose.yaml: the package and its console script.
+FROM python:3.12-slim
+WORKDIR /src
+COPY pyproject.toml README.md alembic.ini ./
+COPY alembic ./alembic
+COPY src ./src
+RUN pip install --no-cache-dir . && rm -rf /src
+WORKDIR /home/pynenc
+USER nobody
+CMD ["pynenc-postgres", "demo", "--workdir", "/tmp/pynenc-postgres"]
