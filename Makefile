@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo monitor test test-pynenc-suites browser screenshots lint bench bench-scale clean
+.PHONY: demo monitor test test-pynenc-suites test-deps screenshots lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	@PY=$$(scripts/find-python) || exit 1; \
@@ -22,19 +22,19 @@ monitor: $(STAMP)
 	$(BIN)/pynenc-postgres demo --monitor 8000
 
 ## Run every test (embedded PostgreSQL 18 unless PYNENC_TEST_POSTGRES_URL is set).
-test: $(STAMP) browser
+test: $(STAMP) test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## Run only pynenc's own plugin suites (used by CI against a second Postgres version).
 test-pynenc-suites: $(STAMP)
 	$(BIN)/python -m pytest tests/pynenc_suite $(PYTEST_ARGS)
 
-## Debian's headless Chromium and pynmon's front-end files, for the browser test (idempotent).
-browser:
-	@scripts/install-browser
+## Debian's Chromium and PgBouncer, and pynmon's front-end files, for some tests (idempotent).
+test-deps:
+	@scripts/install-test-deps
 
 ## Refresh docs/screenshots from the pynmon browser test.
-screenshots: $(STAMP) browser
+screenshots: $(STAMP) test-deps
 	PYNENC_POSTGRES_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_pynmon_browser.py -q
 
 lint: $(STAMP)

@@ -4,7 +4,7 @@
 configuration is environment variables, discovering apps through
 ``PostgresStateBackend.discover_app_infos``. Debian's headless Chromium, driven by
 Playwright, loads its pages. The front-end files pynmon takes from CDNs are served
-from ``scripts/install-browser``'s local copies; no request leaves the machine.
+from ``scripts/install-test-deps``'s local copies; no request leaves the machine.
 
 Screenshots go to ``tmp_path``, or to the folder named by
 ``PYNENC_POSTGRES_SCREENSHOTS`` (``make screenshots`` writes ``docs/screenshots``).
@@ -60,7 +60,7 @@ CONTENT_TYPES = {".css": "text/css", ".js": "text/javascript", ".woff2": "font/w
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
-    reason=f"no Chromium at {CHROMIUM}: run `make browser` (CI installs it and never skips)",
+    reason=f"no Chromium at {CHROMIUM}: run `make test-deps` (CI installs it and never skips)",
 )
 
 
