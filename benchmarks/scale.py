@@ -44,6 +44,7 @@ from benchmarks.common import (
 )
 from benchmarks.workload import OURS_OFF, SQLITE, PynencWorkload, build_app
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.state_backend.sql import statements
 
 BIG_APPS = 10
@@ -54,18 +55,6 @@ CHILDREN = 10  # invocation i has parent i - i % CHILDREN (itself when it is a p
 
 SAMPLES = 300
 LIMIT = 1.5
-
-TABLES = (
-    "pynenc_invocation",
-    "pynenc_invocation_history",
-    "pynenc_invocation_result",
-    "pynenc_invocation_exception",
-    "pynenc_runner_context",
-    "pynenc_app_info",
-    "pynenc_workflow_run",
-    "pynenc_workflow_data",
-    "pynenc_workflow_sub_invocation",
-)
 
 
 def app_for(url: str, app_id: str) -> Pynenc:
@@ -243,7 +232,7 @@ def relation_bytes(conn: psycopg.Connection[Any]) -> int:
         "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname = ANY(%s)",
-        (list(TABLES),),
+        (list(STATE_TABLES),),
     ).fetchone()
     return int(row[0]) if row and row[0] else 0
 

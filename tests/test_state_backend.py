@@ -23,23 +23,8 @@ from pynenc.state_backend.base_state_backend import InvocationHistory
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 from pynenc_tests.conftest import MockPynenc
 
-from pynenc_postgres.db import models
+from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.state_backend import PostgresStateBackend
-
-ALL_TABLES = [
-    model.__tablename__
-    for model in (
-        models.Invocation,
-        models.InvocationHistory,
-        models.InvocationResult,
-        models.InvocationException,
-        models.RunnerContext,
-        models.AppInfo,
-        models.WorkflowRun,
-        models.WorkflowData,
-        models.WorkflowSubInvocation,
-    )
-]
 
 mock_app = MockPynenc()
 
@@ -59,7 +44,7 @@ def rows_per_table(url: str, app_id: str) -> dict[str, int]:
             table: conn.execute(
                 f"SELECT count(*) FROM {table} WHERE app_id = %s", (app_id,)
             ).fetchone()[0]  # type: ignore[index]
-            for table in ALL_TABLES
+            for table in STATE_TABLES
         }
 
 
@@ -93,7 +78,7 @@ def test_purge_removes_one_app_and_leaves_the_other_untouched(database_url: str)
 
     app_a.state_backend.purge()
 
-    assert rows_per_table(database_url, "purge-a") == dict.fromkeys(ALL_TABLES, 0)
+    assert rows_per_table(database_url, "purge-a") == dict.fromkeys(STATE_TABLES, 0)
     assert rows_per_table(database_url, "purge-b") == before_b
 
 

@@ -23,6 +23,7 @@ import pytest
 from pynenc import Pynenc, PynencBuilder
 
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.audit import tasks
 from tests.conftest import PostgresServer
@@ -175,16 +176,7 @@ def seeded_settings(seeded_url: str) -> DatabaseSettings:
 
 def all_rows(url: str) -> dict[str, set[tuple[Any, ...]]]:
     """Every row of every pynenc table, for before/after comparisons."""
-    tables = (
-        "pynenc_invocation",
-        "pynenc_invocation_history",
-        "pynenc_invocation_result",
-        "pynenc_invocation_exception",
-        "pynenc_runner_context",
-        "pynenc_app_info",
-        "pynenc_workflow_run",
-        "pynenc_workflow_data",
-        "pynenc_workflow_sub_invocation",
-    )
     with psycopg.connect(url, autocommit=True) as conn:
-        return {table: set(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in tables}
+        return {
+            table: set(conn.execute(f"SELECT * FROM {table}").fetchall()) for table in STATE_TABLES
+        }

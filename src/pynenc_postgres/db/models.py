@@ -288,5 +288,7 @@ class WorkflowSubInvocation(Base):
 
 VERSION_TABLE = "pynenc_alembic_version"
 
-AUDIT_VIEWS = ("pynenc_invocation_status", "pynenc_invocation_timeline")
 """Views created by migration 0002; not modelled, so autogenerate must skip them."""
+
+# Every table of the schema, for code that walks them all (purges, audits, size reports).
+STATE_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)
