@@ -167,3 +167,11 @@ def _tables_in(url: str, schema_name: str) -> set[tuple[str, ...]]:
         for row in catalog(url)["columns"]
         if row[0] == schema_name and row[1] != VERSION_TABLE
     }
+
+
+def test_revisions_read_from_file_names_match_alembics_view() -> None:
+    """The startup check reads revision ids from file names, without Alembic; both agree."""
+    script = schema.script_directory()
+
+    assert schema.head_revision() == script.get_current_head()
+    assert schema.known_revisions() == {rev.revision for rev in script.walk_revisions()}

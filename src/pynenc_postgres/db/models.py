@@ -24,6 +24,8 @@ from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
 
+from pynenc_postgres.db import tables
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -56,7 +58,7 @@ def _created_at() -> Mapped[datetime]:
 class Invocation(Base):
     """One row per invocation: its call, its place in the workflow and family tree."""
 
-    __tablename__ = "pynenc_invocation"
+    __tablename__ = tables.INVOCATION
     __table_args__ = (
         Index("ix_pynenc_invocation_app_id_task_id", "app_id", "task_id"),
         Index(
@@ -108,7 +110,7 @@ class Invocation(Base):
 class InvocationHistory(Base):
     """Append-only status changes; the audit trail of every invocation."""
 
-    __tablename__ = "pynenc_invocation_history"
+    __tablename__ = tables.INVOCATION_HISTORY
     __table_args__ = (
         Index(
             "ix_pynenc_invocation_history_app_id_recorded_at",
@@ -150,7 +152,7 @@ class InvocationHistory(Base):
 class InvocationResult(Base):
     """Serialized return value of each successful invocation."""
 
-    __tablename__ = "pynenc_invocation_result"
+    __tablename__ = tables.INVOCATION_RESULT
     __table_args__ = (
         {"comment": "Result of each invocation that returned, as pynenc serialized it."},
     )
@@ -168,7 +170,7 @@ class InvocationResult(Base):
 class InvocationException(Base):
     """Exception raised by each failed invocation."""
 
-    __tablename__ = "pynenc_invocation_exception"
+    __tablename__ = tables.INVOCATION_EXCEPTION
     __table_args__ = (
         Index("ix_pynenc_invocation_exception_app_id_error_name", "app_id", "error_name"),
         {"comment": "Exception raised by each invocation that failed, as pynenc serialized it."},
@@ -191,7 +193,7 @@ class InvocationException(Base):
 class RunnerContext(Base):
     """Runners, worker processes and threads that wrote history."""
 
-    __tablename__ = "pynenc_runner_context"
+    __tablename__ = tables.RUNNER_CONTEXT
     __table_args__ = (
         {"comment": "Execution contexts (runner, process, thread) that wrote history rows."},
     )
@@ -212,7 +214,7 @@ class RunnerContext(Base):
 class AppInfo(Base):
     """Apps registered in this database, for discovery by monitors and the CLI."""
 
-    __tablename__ = "pynenc_app_info"
+    __tablename__ = tables.APP_INFO
     __table_args__ = (
         {"comment": "One row per pynenc app, for discovery. Never holds a database password."},
     )
@@ -230,7 +232,7 @@ class AppInfo(Base):
 class WorkflowRun(Base):
     """Workflow runs, by workflow type."""
 
-    __tablename__ = "pynenc_workflow_run"
+    __tablename__ = tables.WORKFLOW_RUN
     __table_args__ = (
         Index("ix_pynenc_workflow_run_app_id_workflow_type_key", "app_id", "workflow_type_key"),
         {"comment": "Each run of a workflow, with its type and parent workflow."},
@@ -250,7 +252,7 @@ class WorkflowRun(Base):
 class WorkflowData(Base):
     """Key-value data that a workflow run keeps between its steps."""
 
-    __tablename__ = "pynenc_workflow_data"
+    __tablename__ = tables.WORKFLOW_DATA
     __table_args__ = ({"comment": "Per-workflow key/value data, values as serialized by pynenc."},)
 
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
@@ -267,7 +269,7 @@ class WorkflowData(Base):
 class WorkflowSubInvocation(Base):
     """Invocations that ran inside a workflow."""
 
-    __tablename__ = "pynenc_workflow_sub_invocation"
+    __tablename__ = tables.WORKFLOW_SUB_INVOCATION
     __table_args__ = (
         # Retention finds an invocation's workflow membership by its own id.
         Index(
@@ -286,7 +288,7 @@ class WorkflowSubInvocation(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
-VERSION_TABLE = "pynenc_alembic_version"
+VERSION_TABLE = tables.VERSION_TABLE
 
 """Views created by migration 0002; not modelled, so autogenerate must skip them."""
 

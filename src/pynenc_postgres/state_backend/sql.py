@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from pynenc_postgres.db import models as m
+from pynenc_postgres.db import tables as t
 
 
 def quote_ident(name: str) -> str:
@@ -61,15 +61,15 @@ class StateBackendSql:
 def statements(schema: str) -> StateBackendSql:
     """Render the statements for ``schema`` (cached: built once per process and schema)."""
     s = quote_ident(schema)
-    inv = f"{s}.{m.Invocation.__tablename__}"
-    hist = f"{s}.{m.InvocationHistory.__tablename__}"
-    res = f"{s}.{m.InvocationResult.__tablename__}"
-    exc = f"{s}.{m.InvocationException.__tablename__}"
-    ctx = f"{s}.{m.RunnerContext.__tablename__}"
-    app = f"{s}.{m.AppInfo.__tablename__}"
-    wfr = f"{s}.{m.WorkflowRun.__tablename__}"
-    wfd = f"{s}.{m.WorkflowData.__tablename__}"
-    wfs = f"{s}.{m.WorkflowSubInvocation.__tablename__}"
+    inv = f"{s}.{t.INVOCATION}"
+    hist = f"{s}.{t.INVOCATION_HISTORY}"
+    res = f"{s}.{t.INVOCATION_RESULT}"
+    exc = f"{s}.{t.INVOCATION_EXCEPTION}"
+    ctx = f"{s}.{t.RUNNER_CONTEXT}"
+    app = f"{s}.{t.APP_INFO}"
+    wfr = f"{s}.{t.WORKFLOW_RUN}"
+    wfd = f"{s}.{t.WORKFLOW_DATA}"
+    wfs = f"{s}.{t.WORKFLOW_SUB_INVOCATION}"
     history_columns = (
         "invocation_id, recorded_at, status, status_owner_id, status_set_at, "
         "runner_id, registered_by_invocation_id"
