@@ -420,7 +420,7 @@ def render(results: Results, rounds: int, n: int) -> str:
     ]
     for kind in results.kinds:
         ratio = results.ratio(kind, OURS)
-        shown = "–" if ratio is None else f"{ratio:.2f}"  # ours was left out with --only
+        shown = "-" if ratio is None else f"{ratio:.2f}"  # ours was left out with --only
         lines.append(
             f"| {kind} | {results.us(kind):.0f} | {min(results.runs[kind]):.0f} | {shown} |"
         )
