@@ -168,7 +168,7 @@ def _run_app(progress: Progress, sqlite_path: Path) -> None:
 
     app = tasks.app
     app.purge()
-    progress(f"Purged the rows of app {DEMO_APP_ID!r} left by an earlier run")
+    progress(f"Cleared app {DEMO_APP_ID!r}: no rows of an earlier demo run remain")
     progress(
         f"Starting pynenc's PersistentProcessRunner: {WORKER_PROCESSES} worker processes, "
         f"SQLite broker and orchestrator ({sqlite_path.name}), PostgresStateBackend"
