@@ -1,10 +1,10 @@
-"""Connections: one engine per process and settings, fork-safe, with bounded retries.
+"""Connections: one pool per process and settings, fork-safe, with bounded retries.
 
 Hot paths run on raw psycopg connections in autocommit mode: one statement is one
 round trip and one commit, with no BEGIN, no ROLLBACK on return to the pool and no
 ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`,
-whose checkout is a list pop. SQLAlchemy provides the dialect for migrations and the
-URL handling; its engine is only created for callers that ask for it.
+whose checkout is a list pop. SQLAlchemy provides the URL handling here, and the
+dialect and engines of the migrations (:mod:`pynenc_postgres.db.schema`).
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
-from sqlalchemy import Engine, create_engine
-from sqlalchemy.pool import QueuePool
 
 from pynenc_postgres.db.errors import (
     PostgresPluginError,
@@ -41,14 +39,12 @@ Operation = Callable[[psycopg.Connection[Any]], T]
 class Database:
     """Access to one Postgres database for one process.
 
-    The engine is created on first use and recreated after a fork, so a forked
+    The connection pool is created on first use and recreated after a fork, so a forked
     runner never shares a socket with its parent. It is never pickled.
     """
 
     def __init__(self, settings: DatabaseSettings) -> None:
         self.settings = settings
-        self._engine: Engine | None = None
-        self._engine_pid: int | None = None
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
         self._schema_ready = False
@@ -61,20 +57,8 @@ class Database:
     def __reduce__(self) -> tuple[Any, ...]:
         return (get_database, (self.settings,))
 
-    @property
-    def engine(self) -> Engine:
-        """The process's SQLAlchemy engine (pool of psycopg connections)."""
-        pid = os.getpid()
-        if self._engine is None or self._engine_pid != pid:
-            with self._lock:
-                if self._engine is None or self._engine_pid != pid:
-                    self._engine = self._create_engine()
-                    self._engine_pid = pid
-                    self._schema_ready = False
-        return self._engine
-
     def _connect_args(self) -> dict[str, Any]:
-        """psycopg connection arguments, shared by the pool and the SQLAlchemy engine."""
+        """psycopg connection arguments of the pool's connections."""
         s = self.settings
         options = []
         if s.apply_settings == "startup":
@@ -90,21 +74,6 @@ class Database:
         if options:
             connect_args["options"] = " ".join(options)
         return connect_args
-
-    def _create_engine(self) -> Engine:
-        s = self.settings
-        return create_engine(
-            s.sqlalchemy_url,
-            poolclass=QueuePool,
-            pool_size=s.pool_size,
-            max_overflow=s.max_overflow,
-            pool_timeout=s.pool_timeout,
-            # Statements run in autocommit, so nothing is left to roll back on checkin;
-            # a reset would cost a round trip per call.
-            pool_reset_on_return=None,
-            isolation_level="AUTOCOMMIT",
-            connect_args=self._connect_args(),
-        )
 
     @property
     def pool(self) -> ConnectionPool:
@@ -135,24 +104,15 @@ class Database:
     def dispose(self) -> None:
         """Close every pooled connection of this process; the next call opens new ones."""
         with self._lock:
-            mine = os.getpid()
-            if self._engine is not None and self._engine_pid == mine:
-                self._engine.dispose()
-            if self._pool is not None and self._pool_pid == mine:
+            if self._pool is not None and self._pool_pid == os.getpid():
                 self._pool.close()
-            self._engine = None
-            self._engine_pid = None
             self._pool = None
             self._pool_pid = None
 
     def forget_after_fork(self) -> None:
         """Drop the parent's pool without closing its sockets, which the parent still uses."""
-        if self._engine is not None:
-            self._engine.dispose(close=False)
         if self._pool is not None:
             self._pool.forget()
-        self._engine = None
-        self._engine_pid = None
         self._pool = None
         self._pool_pid = None
         self._schema_ready = False
@@ -395,7 +355,7 @@ _registry_lock = threading.Lock()
 
 
 def get_database(settings: DatabaseSettings) -> Database:
-    """The process-wide :class:`Database` for these settings (one engine per URL and options)."""
+    """The process-wide :class:`Database` for these settings (one pool per URL and options)."""
     database = _registry.get(settings)
     if database is None:
         with _registry_lock:
@@ -404,16 +364,16 @@ def get_database(settings: DatabaseSettings) -> Database:
 
 
 def dispose_all() -> None:
-    """Close every engine of this process (tests, CLI shutdown)."""
+    """Close every pool of this process (tests, CLI shutdown)."""
     for database in list(_registry.values()):
         database.dispose()
 
 
-def _forget_engines_in_child() -> None:
+def _forget_pools_in_child() -> None:
     global _registry_lock
     _registry_lock = threading.Lock()
     for database in _registry.values():
         database.forget_after_fork()
 
 
-os.register_at_fork(after_in_child=_forget_engines_in_child)
+os.register_at_fork(after_in_child=_forget_pools_in_child)
