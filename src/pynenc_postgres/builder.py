@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pynenc_postgres.db.settings import MISSING_URL_HELP, parse_url
+from pynenc_postgres.db.settings import MISSING_URL_HELP, check_url
 
 if TYPE_CHECKING:
     from pynenc.builder import PynencBuilder
@@ -73,7 +73,7 @@ def postgres(
     :return: the builder, for chaining.
     """
     if url is not None:
-        parse_url(url)
+        check_url(url)
         builder._config["postgres_url"] = url
     values: dict[str, Any] = {
         "postgres_schema": schema,
@@ -109,4 +109,4 @@ def validate_postgres_config(config: dict[str, Any]) -> None:
     if url is not None and not str(url).strip():
         raise ValueError(MISSING_URL_HELP)
     if url:
-        parse_url(str(url))
+        check_url(str(url))

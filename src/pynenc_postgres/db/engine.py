@@ -19,16 +19,16 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
-import sqlalchemy.exc
 
 from pynenc_postgres.db.errors import (
     PostgresPluginError,
     driver_error,
+    is_database_error,
     is_transient,
     translate,
 )
 from pynenc_postgres.db.pool import ConnectionPool, PooledConnection
-from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
 
 logger = logging.getLogger(__name__)
 
@@ -91,9 +91,7 @@ class Database:
 
     def _create_pool(self) -> ConnectionPool:
         s = self.settings
-        conninfo = s.sqlalchemy_url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
+        conninfo = libpq_url(s.url)
         connect_args = self._connect_args()
 
         def connect() -> psycopg.Connection[Any]:
@@ -280,7 +278,9 @@ class Database:
             except UnicodeEncodeError as exc:
                 # Raised by psycopg while adapting a parameter, before anything is sent.
                 raise translate(exc, s.server) from None
-            except (psycopg.Error, sqlalchemy.exc.DBAPIError, sqlalchemy.exc.TimeoutError) as exc:
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise
                 cause = driver_error(exc) or exc
                 if not is_transient(exc) or attempt == s.retry_attempts:
                     if is_transient(exc):

@@ -6,9 +6,11 @@ always rendered through :func:`pynenc_postgres.db.settings.redact_url`.
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import psycopg
 import psycopg.errors
-import sqlalchemy.exc
 
 
 class PostgresPluginError(Exception):
@@ -114,13 +116,40 @@ _NO_SLOT_MESSAGES = (
 )
 
 
+def _sqlalchemy_exc() -> Any:
+    """SQLAlchemy's exception module, or None while nothing has imported SQLAlchemy.
+
+    Only migrations and URL rendering use SQLAlchemy; a runner process that never loads
+    it (importing it costs a spawned worker about 0.3 s) cannot hold one of its errors.
+    """
+    return sys.modules.get("sqlalchemy.exc")
+
+
 def driver_error(exc: BaseException) -> psycopg.Error | None:
     """Return the psycopg error behind ``exc`` (SQLAlchemy wraps driver errors)."""
     if isinstance(exc, psycopg.Error):
         return exc
-    if isinstance(exc, sqlalchemy.exc.DBAPIError) and isinstance(exc.orig, psycopg.Error):
+    sa_exc = _sqlalchemy_exc()
+    if (
+        sa_exc is not None
+        and isinstance(exc, sa_exc.DBAPIError)
+        and isinstance(exc.orig, psycopg.Error)
+    ):
         return exc.orig
     return None
+
+
+def is_pool_timeout(exc: BaseException) -> bool:
+    """True for a pool that had no free connection (ours, or SQLAlchemy's)."""
+    if isinstance(exc, TimeoutError):
+        return True
+    sa_exc = _sqlalchemy_exc()
+    return sa_exc is not None and isinstance(exc, sa_exc.TimeoutError)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """True for the errors the retry loop classifies: driver errors and pool timeouts."""
+    return driver_error(exc) is not None or is_pool_timeout(exc)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -150,7 +179,7 @@ def translate(exc: BaseException, server: str) -> PostgresPluginError:
             f"{exc.object[exc.start : exc.end]!r}); Postgres text cannot hold lone surrogates. "
             "Nothing was written. pynenc's serializers escape them; a custom serializer must too."
         )
-    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+    if is_pool_timeout(exc):
         return PostgresPoolTimeoutError(
             f"No pooled connection to {server} became free within postgres_pool_timeout. "
             "Raise postgres_pool_size/postgres_max_overflow, or lower the number of threads "

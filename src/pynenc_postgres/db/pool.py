@@ -18,7 +18,6 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-import sqlalchemy.exc
 from psycopg.pq import TransactionStatus
 
 Connection = psycopg.Connection[Any]
@@ -48,8 +47,8 @@ class PooledConnection(psycopg.Connection[Any]):
         return self.hot_cursor
 
 
-class PoolTimeoutError(sqlalchemy.exc.TimeoutError):
-    """No connection became free within ``pool_timeout`` (handled like SQLAlchemy's)."""
+class PoolTimeoutError(TimeoutError):
+    """No connection became free within ``pool_timeout``."""
 
 
 class ConnectionPool:

@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
-from sqlalchemy import Connection, Engine, create_engine, text
-from sqlalchemy.pool import NullPool
 
 from pynenc_postgres.db.errors import (
     PostgresConfigError,
@@ -37,6 +35,7 @@ from pynenc_postgres.db.tables import VERSION_TABLE
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection, Engine
 
     from pynenc_postgres.db.engine import Database
 
@@ -122,6 +121,10 @@ def advisory_lock_key(schema: str) -> int:
 
 
 def _engine(settings: DatabaseSettings, purpose: str) -> Engine:
+    # Imported here: the startup check of a runner process needs no SQLAlchemy.
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
     return create_engine(
         settings.sqlalchemy_url,
         poolclass=NullPool,
@@ -141,6 +144,8 @@ def migration_connection(settings: DatabaseSettings) -> Iterator[Connection]:
     path that migrates takes it: ``pynenc-postgres db``, ``alembic`` from a checkout,
     and auto-migrate on first connect.
     """
+    from sqlalchemy import text
+
     engine = _engine(settings, "migrate")
     try:
         with engine.begin() as conn:

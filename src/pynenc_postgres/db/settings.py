@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-import sqlalchemy.exc
-from sqlalchemy.engine import URL, make_url
+from urllib.parse import urlsplit
 
 from pynenc_postgres.db.errors import PostgresConfigError
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
     from pynenc_postgres.conf import ConfigPostgres
 
 _ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
@@ -31,6 +31,9 @@ def parse_url(raw: str) -> URL:
     :param raw: ``postgresql://``, ``postgres://`` or ``postgresql+psycopg://`` URL.
     :raises PostgresConfigError: the URL is empty, malformed, or not a Postgres URL.
     """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     if not raw or not raw.strip():
         raise PostgresConfigError(MISSING_URL_HELP)
     try:
@@ -52,6 +55,9 @@ def parse_url(raw: str) -> URL:
 
 def redact_url(raw: str | URL) -> str:
     """Render a URL for messages and logs, with any password replaced by ``***``."""
+    import sqlalchemy.exc
+    from sqlalchemy.engine import URL, make_url
+
     try:
         url = raw if isinstance(raw, URL) else make_url(raw)
     except (sqlalchemy.exc.ArgumentError, ValueError):
@@ -67,14 +73,50 @@ def strip_password(raw: str) -> str:
     libpq does without one: ``PGPASSWORD``, ``~/.pgpass``, or the environment's
     ``PYNENC__POSTGRES_URL``, which takes precedence over stored values.
     """
+    if _plausible(raw) and not urlsplit(raw.strip()).password:
+        return raw  # nothing secret: keep the URL exactly as configured
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
     try:
         url = make_url(raw)
     except (sqlalchemy.exc.ArgumentError, ValueError):
         return ""
     if not url.password:
-        return raw  # nothing secret: keep the URL exactly as configured
+        return raw
     # URL.set() treats None as "leave unchanged", so the field is replaced directly.
     return url._replace(password=None).render_as_string(hide_password=False)
+
+
+def check_url(raw: str) -> None:
+    """Raise :class:`PostgresConfigError` unless ``raw`` is a usable Postgres URL.
+
+    The common case (a well-formed URL) is checked without importing SQLAlchemy.
+    """
+    if not _plausible(raw):
+        parse_url(raw)  # raises the error that says what is wrong
+
+
+def libpq_url(raw: str) -> str:
+    """``raw`` as libpq reads it: psycopg connects with the URL exactly as configured."""
+    scheme, sep, rest = raw.strip().partition("://")
+    return f"postgresql://{rest}" if sep and scheme in _ACCEPTED_SCHEMES else raw.strip()
+
+
+def _plausible(raw: str) -> bool:
+    """A cheap check that ``raw`` is a Postgres URL, without importing SQLAlchemy.
+
+    Settings are built in every runner process, often freshly spawned; only a URL that
+    fails this check goes through :func:`parse_url`, which explains what is wrong.
+    """
+    if not raw or not raw.strip():
+        return False
+    try:
+        parts = urlsplit(raw.strip())
+        port = parts.port  # ValueError when not a number or out of range
+    except ValueError:
+        return False
+    return parts.scheme in _ACCEPTED_SCHEMES and (port is None or 0 < port < 65536)
 
 
 def _describe_unparsable(raw: str) -> str:
@@ -108,7 +150,7 @@ class DatabaseSettings:
     retry_max_delay: float = 5.0
 
     def __post_init__(self) -> None:
-        parse_url(self.url)
+        check_url(self.url)
         if not self.schema or not self.schema.strip():
             raise PostgresConfigError("postgres_schema must name a Postgres schema, e.g. public.")
         if self.pool_size < 1:
