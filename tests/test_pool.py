@@ -80,7 +80,7 @@ def test_statement_cursor_is_reused(database_url: str) -> None:
     pool = make_pool(database_url)
     conn = pool.get()
     assert isinstance(conn, PooledConnection)
-    assert conn.statement_cursor() is conn.statement_cursor()
+    assert conn.hot_cursor is conn.hot_cursor
     pool.put(conn)
     pool.close()
 

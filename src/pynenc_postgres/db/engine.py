@@ -338,7 +338,7 @@ def _fetch(cursor: psycopg.Cursor[Any], fetch: int) -> Any:
 
 def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
     if isinstance(conn, PooledConnection):
-        return conn.statement_cursor()
+        return conn.hot_cursor
     return conn.cursor()
 
 

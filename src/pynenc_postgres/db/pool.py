@@ -42,10 +42,6 @@ class PooledConnection(psycopg.Connection[Any]):
             cur = self._hot_cursor = self.cursor()
         return cur
 
-    def statement_cursor(self) -> psycopg.Cursor[Any]:
-        """:attr:`hot_cursor`, for callers holding a plain connection type."""
-        return self.hot_cursor
-
 
 class PoolTimeoutError(TimeoutError):
     """No connection became free within ``pool_timeout``."""
