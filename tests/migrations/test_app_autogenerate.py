@@ -326,6 +326,7 @@ def test_without_the_filters_the_application_would_drop_our_tables(shared: Share
     assert "pynenc_invocation" in str(raised.value)
     generated = app.autogenerate("app0002", filters=False)
     assert _dropped_tables(generated) == ours
+    assert "op.drop_index(op.f('ix_pynenc_invocation_app_id_task_id')" in generated.read_text()
 
 
 def test_with_the_filters_the_applications_autogenerate_is_clean(shared: Shared) -> None:
