@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ from pynenc_postgres.autogenerate import (
 )
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.settings import DatabaseSettings, parse_url
-from tests.migrations.conftest import REPO, NewerScripts
+from tests.migrations.conftest import REPO, NewerScripts, clean_env
 
 # The recipe of the docs, verbatim; the application's env.py below is built from it.
 RECIPE_IMPORT = "from pynenc_postgres.autogenerate import include_name, include_object"
@@ -495,3 +497,15 @@ def test_the_docs_show_the_env_py_lines() -> None:
         for line in (RECIPE_IMPORT, *RECIPE_OPTIONS):
             assert line in text, f"{doc.name} does not show {line!r}"
     assert set(autogenerate.__all__) >= {"include_name", "include_object"}
+
+
+def test_importing_the_filters_loads_neither_sqlalchemy_nor_our_models() -> None:
+    probe = (
+        "import sys, pynenc_postgres.autogenerate\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')"
+        " or m == 'pynenc_postgres.db.models'))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], env=clean_env(), capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
