@@ -16,3 +16,13 @@ WORKFLOW_DATA = "pynenc_workflow_data"
 WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
 
 VERSION_TABLE = "pynenc_alembic_version"
+
+# Views created by migrations. They are not modelled, so whatever must tell our objects
+# from an application's (pynenc_postgres.autogenerate) learns their names here.
+INVOCATION_STATUS_VIEW = "pynenc_invocation_status"
+INVOCATION_TIMELINE_VIEW = "pynenc_invocation_timeline"
+VIEWS: tuple[str, ...] = (INVOCATION_STATUS_VIEW, INVOCATION_TIMELINE_VIEW)
+
+# Every table and view pynenc-postgres creates, now or in a later migration, is named
+# with this prefix: it is reserved for pynenc-postgres in the schema that holds them.
+NAME_PREFIX = "pynenc_"
