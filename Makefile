@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	  [ -x $(BIN)/python ] || { echo "Creating $(VENV) with $$PY"; "$$PY" -m venv $(VENV); }
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing pynenc-postgres and its development dependencies into $(VENV)"
-	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	@$(BIN)/python -m pip install --quiet --editable '.[binary,dev]'
 	@touch $(STAMP)
 
 ## Run the demo: embedded PostgreSQL 18 (or $$PYNENC__POSTGRES_URL), real runners, SQL audit.
