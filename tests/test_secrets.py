@@ -197,6 +197,8 @@ def test_app_info_written_before_query_passwords_were_stripped_is_discovered_wit
             "postgresql+psycopg://app:PW@db/app%2Fdb?target_session_attrs=any",
             "postgresql+psycopg://app@db/app%2Fdb?target_session_attrs=any",
         ),
+        # Another component's URL in the same config (say pynenc-redis's broker).
+        ("redis://:PW@redis:6379/0?ssl_cert_reqs=none", "redis://@redis:6379/0?ssl_cert_reqs=none"),
     ],
 )
 def test_stored_url_loses_only_its_secrets(database_url: str, configured: str, stored: str) -> None:
