@@ -23,6 +23,7 @@ from pynenc.runner.runner_context import RunnerContext
 from pynenc.state_backend.base_state_backend import InvocationHistory
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 from pynenc_tests.conftest import MockPynenc
+from sqlalchemy.engine import make_url
 
 from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.state_backend import PostgresStateBackend
@@ -91,9 +92,8 @@ def test_app_info_never_stores_the_password(
         secret, with_password = quote(postgres_server.password, safe=""), database_url
     else:
         secret = "s3cr3t-Pa55"
-        with_password = database_url.replace(
-            "postgresql://postgres", f"postgresql://postgres:{secret}"
-        )
+        url = make_url(database_url).set(password=secret)
+        with_password = url.render_as_string(hide_password=False)
     assert f":{secret}@" in with_password
     app = build_app(with_password, "no-password")
     app.state_backend.store_app_info(AppInfo.from_app(app))
