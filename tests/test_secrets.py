@@ -9,6 +9,8 @@ below also has to authenticate for real.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import traceback
 from typing import Any
 from urllib.parse import quote, unquote
@@ -340,7 +342,7 @@ def test_retry_logs_and_the_final_error_mask_every_secret(
         "query": f"postgresql://app@{server}?password={secret}",
         "sslpassword": f"postgresql://app:{secret}@{server}?sslpassword={SSL_KEY_PASSWORD}",
     }[form]
-    caplog.set_level(logging.WARNING)
+    caplog.set_level(logging.DEBUG)  # psycopg's own connection logs included
     app = build(
         url,
         form,
@@ -414,3 +416,27 @@ def test_cli_with_a_malformed_url_names_the_problem_only(
         assert code == 2, out
         assert "'@'" in out.err
         assert not any(fragment in out.out + out.err for fragment in FRAGMENTS), out
+
+
+RUNNER = """
+import sys
+from pynenc import PynencBuilder
+from pynenc.app_info import AppInfo
+app = PynencBuilder().memory().app_id("spawned").postgres(url=sys.argv[1]).build()
+backend = app.state_backend  # stores the app info, secrets stripped
+assert backend.get_app_info() == AppInfo.from_app(app)  # and put back
+backend.get_history("x")
+print(sorted(name for name in sys.modules if name.split(".")[0] in ("sqlalchemy", "alembic")))
+"""
+
+
+def test_a_runner_process_strips_and_restores_secrets_without_sqlalchemy(
+    forms: dict[str, str],
+) -> None:
+    """Runner processes are often freshly spawned; importing SQLAlchemy costs them 0.3 s."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUNNER, forms["sslpassword"]], capture_output=True, text=True
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
