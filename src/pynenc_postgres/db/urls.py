@@ -17,9 +17,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pynenc_postgres.db.errors import PostgresConfigError
+
+if TYPE_CHECKING:
+    from psycopg.pq import ConninfoOption
 
 ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
 
@@ -226,22 +229,22 @@ def restore_secrets(stored: Any, in_process: Any) -> Any:
 @cache
 def secret_keywords() -> frozenset[str]:
     """libpq keywords whose values are secrets."""
-    import psycopg.pq
-
-    listed = {
-        option.keyword.decode()
-        for option in psycopg.pq.Conninfo.get_defaults()
-        if option.dispchar == b"*"
-    }
+    listed = {option.keyword.decode() for option in _libpq_options() if option.dispchar == b"*"}
     return _SECRET_KEYWORDS | listed
 
 
 @cache
 def known_keywords() -> frozenset[str]:
     """Every keyword the loaded libpq accepts in a URL's query string."""
+    return frozenset(option.keyword.decode() for option in _libpq_options())
+
+
+def _libpq_options() -> list[ConninfoOption]:
+    # Parsing an empty string lists every option without reading the environment,
+    # ~/.pg_service.conf or ~/.pgpass, as PQconndefaults would.
     import psycopg.pq
 
-    return frozenset(option.keyword.decode() for option in psycopg.pq.Conninfo.get_defaults())
+    return psycopg.pq.Conninfo.parse(b"")
 
 
 def _parse_query(text: str, query_start: int) -> tuple[QueryParam, ...]:
