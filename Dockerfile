@@ -4,7 +4,8 @@ WORKDIR /src
 COPY pyproject.toml README.md alembic.ini ./
 COPY alembic ./alembic
 COPY src ./src
-RUN pip install --no-cache-dir . && rm -rf /src
+# psycopg's precompiled build: the slim image has no libpq of its own.
+RUN pip install --no-cache-dir .[binary] && rm -rf /src
 WORKDIR /home/pynenc
 USER nobody
 CMD ["pynenc-postgres", "demo", "--workdir", "/tmp/pynenc-postgres"]

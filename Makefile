@@ -3,14 +3,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo monitor test test-pynenc-suites test-deps screenshots lint bench bench-scale clean
+.PHONY: demo monitor test test-pynenc-suites test-password-auth test-deps screenshots lint bench bench-scale clean
 
 $(STAMP): pyproject.toml
 	@PY=$$(scripts/find-python) || exit 1; \
 	  [ -x $(BIN)/python ] || { echo "Creating $(VENV) with $$PY"; "$$PY" -m venv $(VENV); }
 	@$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing pynenc-postgres and its development dependencies into $(VENV)"
-	@$(BIN)/python -m pip install --quiet --editable '.[dev]'
+	@$(BIN)/python -m pip install --quiet --editable '.[binary,dev]'
 	@touch $(STAMP)
 
 ## Run the demo: embedded PostgreSQL 18 (or $$PYNENC__POSTGRES_URL), real runners, SQL audit.
@@ -28,6 +28,17 @@ test: $(STAMP) test-deps
 ## Run only pynenc's own plugin suites (used by CI against a second Postgres version).
 test-pynenc-suites: $(STAMP)
 	$(BIN)/python -m pytest tests/pynenc_suite $(PYTEST_ARGS)
+
+## pynenc's state-backend and app-id-isolation suites, our backend and secrets tests, against
+## a private server that requires a password (scram-sha-256), with the password in every URL.
+PASSWORD_AUTH_TESTS := tests/pynenc_suite/test_unit_state_backend.py \
+	tests/pynenc_suite/test_integration_state_backend.py \
+	tests/pynenc_suite/test_unit_app_id_isolation.py \
+	tests/pynenc_suite/test_integration_app_id_isolation.py \
+	tests/test_state_backend.py tests/test_secrets.py
+test-password-auth: $(STAMP)
+	env -u PYNENC_TEST_POSTGRES_URL PYNENC_TEST_POSTGRES_AUTH=password \
+	  $(BIN)/python -m pytest $(PASSWORD_AUTH_TESTS) $(PYTEST_ARGS)
 
 ## Debian's Chromium and PgBouncer, and pynmon's front-end files, for some tests (idempotent).
 test-deps:

@@ -107,6 +107,62 @@ _PERMANENT_CONNECT_MESSAGES = (
     "unsupported startup parameter",
 )
 
+# libpq's messages for SSL settings that cannot work (no SQLSTATE: they fail before or
+# during the handshake), with the parameter to fix and how. Retrying never helps.
+_SSL_CONFIG_MESSAGES = (
+    (
+        "server does not support ssl",
+        "sslmode",
+        "enable ssl on the server, or use sslmode=prefer or disable",
+    ),
+    (
+        "root certificate",
+        "sslrootcert",
+        "point it at the CA certificate file that signed the server's certificate, "
+        "use sslrootcert=system, or lower sslmode to require",
+    ),
+    (
+        "certificate verify failed",
+        "sslrootcert",
+        "the server's certificate is not signed by the CA in sslrootcert; point it at the "
+        "right CA certificate",
+    ),
+    (
+        "does not match host name",
+        "sslmode",
+        "connect with the host name the certificate names, or use sslmode=verify-ca",
+    ),
+    (
+        "host name must be specified for a verified ssl connection",
+        "sslmode",
+        "give a host name in postgres_url, or use sslmode=verify-ca",
+    ),
+    ("weak sslmode", "sslmode", "use the sslmode that the message names"),
+    (
+        "private key",
+        "sslkey",
+        "point it at the client key that matches sslcert, readable only by its owner "
+        "(chmod 0600), and give its passphrase as sslpassword",
+    ),
+    ("certificate file", "sslcert", "point it at a readable client certificate file"),
+    (
+        "did not request an ssl certificate",
+        "sslcertmode",
+        "lower sslcertmode, or make the server ask for client certificates",
+    ),
+    (
+        "without a valid ssl certificate",
+        "sslcertmode",
+        "give sslcert and sslkey, or lower sslcertmode",
+    ),
+    ("ssl protocol version", "ssl_min_protocol_version", "use a version the server offers"),
+    (
+        "channel binding",
+        "channel_binding",
+        "use SSL (sslmode=require) and SCRAM authentication, or channel_binding=prefer",
+    ),
+)
+
 # Connection refusals for lack of slots arrive before the server assigns a SQLSTATE.
 _NO_SLOT_MESSAGES = (
     "too many clients already",
@@ -163,8 +219,18 @@ def is_transient(exc: BaseException) -> bool:
         return err.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(err, psycopg.OperationalError):
         message = str(err).lower()
-        return not any(fragment in message for fragment in _PERMANENT_CONNECT_MESSAGES)
+        return not any(
+            fragment in message for fragment in _PERMANENT_CONNECT_MESSAGES
+        ) and not _ssl_mistake(message)
     return False
+
+
+def _ssl_mistake(message: str) -> tuple[str, str] | None:
+    """The SSL parameter and fix that a lower-cased libpq message points at, if any."""
+    for fragment, parameter, fix in _SSL_CONFIG_MESSAGES:
+        if fragment in message:
+            return parameter, fix
+    return None
 
 
 def translate(exc: BaseException, server: str) -> PostgresPluginError:
@@ -201,6 +267,13 @@ def translate(exc: BaseException, server: str) -> PostgresPluginError:
         return PostgresStatementTimeoutError(
             f"A statement on {server} was cancelled after postgres_statement_timeout_ms: "
             f"{detail}. Raise postgres_statement_timeout_ms or find what blocks the table."
+        )
+    ssl_mistake = None if sqlstate else _ssl_mistake(str(err).lower())
+    if ssl_mistake is not None:
+        parameter, fix = ssl_mistake
+        return PostgresConfigError(
+            f"The SSL settings of postgres_url do not work with {server}: {detail}. "
+            f"Check {parameter} in postgres_url: {fix}."
         )
     if (
         sqlstate.startswith("28")

@@ -1,127 +1,58 @@
-"""Connection settings of the database layer, and URL handling that never leaks a password."""
+"""Connection settings of the database layer; the URL is checked and redacted by :mod:`.urls`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
+from pynenc_postgres.db import urls
 from pynenc_postgres.db.errors import PostgresConfigError
+from pynenc_postgres.db.urls import MISSING_URL_HELP, libpq_url
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
     from pynenc_postgres.conf import ConfigPostgres
 
-_ACCEPTED_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg")
+__all__ = [
+    "APPLY_SETTINGS_MODES",
+    "MISSING_URL_HELP",
+    "DatabaseSettings",
+    "check_url",
+    "libpq_url",
+    "parse_url",
+    "redact_url",
+]
 
 APPLY_SETTINGS_MODES = ("startup", "transaction")
 
-MISSING_URL_HELP = (
-    "No Postgres URL is configured for pynenc-postgres. Set the config field "
-    "postgres_url: export PYNENC__POSTGRES_URL=postgresql://user:password@host:5432/db, "
-    "or call PynencBuilder().postgres(url=...), or add postgres_url to [tool.pynenc] "
-    "in pyproject.toml."
-)
+
+def check_url(raw: str) -> None:
+    """Raise :class:`PostgresConfigError` unless libpq can use ``raw`` as it is.
+
+    Checked with the standard library only: settings are built in every runner process,
+    often freshly spawned, which should not pay for importing SQLAlchemy.
+    """
+    urls.parse(raw)
 
 
 def parse_url(raw: str) -> URL:
-    """Parse a Postgres URL into a SQLAlchemy URL that uses the psycopg 3 driver.
+    """``raw`` as a SQLAlchemy URL with the psycopg 3 driver, for SQLAlchemy's own uses.
 
-    :param raw: ``postgresql://``, ``postgres://`` or ``postgresql+psycopg://`` URL.
-    :raises PostgresConfigError: the URL is empty, malformed, or not a Postgres URL.
+    The package itself connects with the URL as configured (:func:`libpq_url`); this is
+    for code that wants SQLAlchemy's view of it.
+
+    :raises PostgresConfigError: the URL is empty or malformed.
     """
-    import sqlalchemy.exc
     from sqlalchemy.engine import make_url
 
-    if not raw or not raw.strip():
-        raise PostgresConfigError(MISSING_URL_HELP)
-    try:
-        url = make_url(raw.strip())
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        raise PostgresConfigError(
-            f"postgres_url is not a valid URL ({_describe_unparsable(raw)}). Expected the form "
-            "postgresql://user:password@host:5432/dbname."
-        ) from None
-    if url.drivername not in _ACCEPTED_SCHEMES:
-        raise PostgresConfigError(
-            f"postgres_url uses the scheme {url.drivername!r}; pynenc-postgres needs a "
-            "postgresql:// URL (psycopg 3 is used as the driver)."
-        )
-    if url.port is not None and not 0 < url.port < 65536:
-        raise PostgresConfigError(f"postgres_url has an invalid port {url.port}.")
-    return url.set(drivername="postgresql+psycopg")
+    urls.parse(raw)
+    return make_url(libpq_url(raw)).set(drivername="postgresql+psycopg")
 
 
-def redact_url(raw: str | URL) -> str:
-    """Render a URL for messages and logs, with any password replaced by ``***``."""
-    import sqlalchemy.exc
-    from sqlalchemy.engine import URL, make_url
-
-    try:
-        url = raw if isinstance(raw, URL) else make_url(raw)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return _describe_unparsable(str(raw))
-    shown = url.set(drivername="postgresql")
-    return shown.render_as_string(hide_password=True)
-
-
-def strip_password(raw: str) -> str:
-    """Return ``raw`` without its password, for storing in pynenc's app info.
-
-    A process that rebuilds the app from stored app info then authenticates the way
-    libpq does without one: ``PGPASSWORD``, ``~/.pgpass``, or the environment's
-    ``PYNENC__POSTGRES_URL``, which takes precedence over stored values.
-    """
-    if _plausible(raw) and not urlsplit(raw.strip()).password:
-        return raw  # nothing secret: keep the URL exactly as configured
-    import sqlalchemy.exc
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(raw)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return ""
-    if not url.password:
-        return raw
-    # URL.set() treats None as "leave unchanged", so the field is replaced directly.
-    return url._replace(password=None).render_as_string(hide_password=False)
-
-
-def check_url(raw: str) -> None:
-    """Raise :class:`PostgresConfigError` unless ``raw`` is a usable Postgres URL.
-
-    The common case (a well-formed URL) is checked without importing SQLAlchemy.
-    """
-    if not _plausible(raw):
-        parse_url(raw)  # raises the error that says what is wrong
-
-
-def libpq_url(raw: str) -> str:
-    """``raw`` as libpq reads it: psycopg connects with the URL exactly as configured."""
-    scheme, sep, rest = raw.strip().partition("://")
-    return f"postgresql://{rest}" if sep and scheme in _ACCEPTED_SCHEMES else raw.strip()
-
-
-def _plausible(raw: str) -> bool:
-    """A cheap check that ``raw`` is a Postgres URL, without importing SQLAlchemy.
-
-    Settings are built in every runner process, often freshly spawned; only a URL that
-    fails this check goes through :func:`parse_url`, which explains what is wrong.
-    """
-    if not raw or not raw.strip():
-        return False
-    try:
-        parts = urlsplit(raw.strip())
-        port = parts.port  # ValueError when not a number or out of range
-    except ValueError:
-        return False
-    return parts.scheme in _ACCEPTED_SCHEMES and (port is None or 0 < port < 65536)
-
-
-def _describe_unparsable(raw: str) -> str:
-    scheme, sep, _ = raw.partition("://")
-    return f"{scheme}://..." if sep else "not of the form scheme://..."
+def redact_url(raw: str) -> str:
+    """Render a URL for messages and logs, with every secret replaced by ``***``."""
+    return urls.redact(raw)
 
 
 @dataclass(frozen=True)
@@ -195,13 +126,14 @@ class DatabaseSettings:
         )
 
     @property
-    def sqlalchemy_url(self) -> URL:
-        return parse_url(self.url)
+    def server(self) -> str:
+        """The URL as it may appear in messages: every secret replaced by ``***``."""
+        return urls.redact(self.url)
 
     @property
-    def server(self) -> str:
-        """The URL as it may appear in messages: no password."""
-        return redact_url(self.sqlalchemy_url)
+    def has_secrets(self) -> bool:
+        """True when the URL itself carries a password or another libpq secret."""
+        return urls.parse(self.url).has_secrets
 
     def __repr__(self) -> str:
         return f"DatabaseSettings(server={self.server!r}, schema={self.schema!r})"

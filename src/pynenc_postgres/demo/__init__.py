@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.errors import PostgresPluginError
-from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
 from pynenc_postgres.demo.report import format_report, read_report
 
 if TYPE_CHECKING:
@@ -220,10 +220,8 @@ def _server_version(settings: DatabaseSettings) -> str:
     # The pooled handle checks the schema on first use, and the schema may not exist yet.
     import psycopg
 
-    libpq_url = settings.sqlalchemy_url.set(drivername="postgresql").render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(libpq_url, connect_timeout=settings.connect_timeout) as conn:
+    conninfo = libpq_url(settings.url)
+    with psycopg.connect(conninfo, connect_timeout=settings.connect_timeout) as conn:
         row = conn.execute("SHOW server_version").fetchone()
     return str(row[0]).split()[0] if row else "?"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,8 @@ from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
 from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.settings import DatabaseSettings, strip_password
+from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.urls import restore_secrets, strip_secrets_in
 from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 
 if TYPE_CHECKING:
@@ -103,16 +105,26 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
     # -- app info ------------------------------------------------------------------
 
     def store_app_info(self, app_info: AppInfo) -> None:
-        """Register this app for discovery, with the database password removed."""
+        """Register this app for discovery, with every password removed from its config."""
         self._write(
             self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info))
         )
 
     def get_app_info(self) -> AppInfo:
+        """This app's stored info, with the secrets of its own config put back.
+
+        The database holds the config without passwords. Where a stored URL is this
+        process's URL minus its secrets, the process's URL is returned, so pynenc gets
+        back what it stored.
+        """
         row = self._fetchone(self.sql.get_app_info, (self.app_id,))
         if row is None:
             raise KeyError(f"App info for {self.app_id} not found")
-        return AppInfo.from_json(row[0])
+        info = AppInfo.from_json(row[0])
+        if info.config_values is None or not self.app.config_values:
+            return info
+        restored = restore_secrets(info.config_values, self.app.config_values)
+        return dataclasses.replace(info, config_values=restored)
 
     @staticmethod
     def discover_app_infos() -> dict[str, AppInfo]:
@@ -125,7 +137,8 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         sql = statements(settings.schema)
 
         rows = get_database(settings).fetchall(sql.all_app_infos)
-        return {row[0]: AppInfo.from_json(row[1]) for row in rows}
+        # Stripped again: rows written by earlier versions kept ?password= parameters.
+        return {row[0]: _without_secrets(AppInfo.from_json(row[1])) for row in rows}
 
     # -- invocations ---------------------------------------------------------------
 
@@ -412,18 +425,14 @@ def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _without_secrets(app_info: AppInfo) -> AppInfo:
+    if app_info.config_values is None:
+        return app_info
+    return dataclasses.replace(app_info, config_values=strip_secrets_in(app_info.config_values))
+
+
 def _safe_json(app_info: AppInfo) -> str:
-    values = dict(app_info.config_values or {})
-    if values.get("postgres_url"):
-        values["postgres_url"] = strip_password(str(values["postgres_url"]))
-    safe: str = AppInfo(
-        app_id=app_info.app_id,
-        module=app_info.module,
-        config_values=values if app_info.config_values is not None else None,
-        config_filepath=app_info.config_filepath,
-        module_filepath=app_info.module_filepath,
-        app_variable=app_info.app_variable,
-    ).to_json()
+    safe: str = _without_secrets(app_info).to_json()
     return safe
 
 
