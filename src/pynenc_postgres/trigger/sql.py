@@ -372,7 +372,8 @@ def statements(schema: str) -> TriggerSql:
             WITH gone AS (
                 DELETE FROM {claim} c USING (
                     SELECT trigger_run_id FROM {claim}
-                    WHERE app_id = %s AND expires_at < %s LIMIT %s
+                    WHERE app_id = %s AND expires_at < %s
+                    ORDER BY expires_at LIMIT %s
                 ) victims
                 WHERE c.app_id = %s AND c.trigger_run_id = victims.trigger_run_id
                 RETURNING 1
