@@ -467,3 +467,78 @@ def test_every_statement_uses_the_index_made_for_it(database_url: str) -> None:
             used = {node["Index Name"] for node in nodes if "Index Name" in node}
             seq_scans = {n["Relation Name"] for n in nodes if n["Node Type"] == "Seq Scan"}
             assert index in used and not seq_scans, (index, used, seq_scans, query)
+
+
+def test_event_filters_and_markers_combine(database_url: str) -> None:
+    trigger = trigger_of(database_url, "filters")
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    specs = [  # id, code, minutes after base, matched, triggered, emitted by (invocation, task)
+        ("e1", "a", 1, True, True, ("inv-1", "m.emitter")),
+        ("e2", "a", 2, True, False, ("inv-2", "m.other")),
+        ("e3", "b", 3, False, False, (None, None)),
+        ("e4", "a", 4, False, True, ("inv-1", "m.emitter")),
+    ]
+    for event_id, code, minutes, matched, triggered, (invocation, task) in specs:
+        trigger.store_event(
+            EventRecord(
+                event_id=event_id,
+                event_code=code,
+                timestamp=base + timedelta(minutes=minutes),
+                matched_condition_ids=["c"] if matched else [],
+                emitted_by_invocation_id=invocation,
+                emitted_by_task_id=task,
+            )
+        )
+        if triggered:
+            trigger.link_trigger_run_to_events(
+                [event_id], f"made-by-{event_id}", trigger_run_id="r"
+            )
+
+    def ids(**filters: Any) -> list[str]:
+        found = [e.event_id for e in trigger.get_events(**filters)]
+        if "limit" not in filters:
+            assert trigger.count_events(**filters) == len(found)
+        return found
+
+    assert ids() == ["e4", "e3", "e2", "e1"]
+    assert ids(event_code="a", matched=True) == ["e2", "e1"]
+    assert ids(event_code="a", triggered=False) == ["e2"]
+    assert ids(matched=False, triggered=True) == ["e4"]
+    assert ids(start_time=base + timedelta(minutes=2), end_time=base + timedelta(minutes=3)) == [
+        "e3",
+        "e2",
+    ]
+    assert ids(
+        event_code="a",
+        start_time=base,
+        end_time=base + timedelta(minutes=10),
+        matched=True,
+        triggered=True,
+        emitted_by_invocation_id="inv-1",
+        emitted_by_task_id="m.emitter",
+    ) == ["e1"]
+    assert ids(emitted_by_task_id="m.emitter", limit=1, offset=1) == ["e1"]
+    assert trigger.get_events_emitted_by_invocation("inv-1") == trigger.get_events(
+        emitted_by_invocation_id="inv-1"
+    )
+    assert trigger.get_invocations_triggered_by_event("e4") == ["made-by-e4"]
+    assert trigger.get_event("e4").triggered_invocation_ids == ["made-by-e4"]  # type: ignore[union-attr]
+
+    window = (base, base + timedelta(minutes=3))
+    expected = {
+        "all": ["e1", "e2", "e3"],
+        "matched": ["e1", "e2"],
+        "unmatched": ["e3"],
+        "triggered": ["e1"],
+        "untriggered": ["e2", "e3"],
+    }
+    for state, events in expected.items():
+        page = trigger.get_event_markers_in_timerange(*window, state=state)
+        assert [m.event_id for m in page.markers] == events, state
+        assert (page.total, page.truncated) == (len(events), False)
+    page = trigger.get_event_markers_in_timerange(*window, event_code="a", limit=1, offset=1)
+    assert [(m.event_id, m.matched, m.triggered) for m in page.markers] == [("e2", True, False)]
+    assert (page.total, page.truncated) == (2, False)
+    page = trigger.get_event_markers_in_timerange(*window, limit=1)
+    assert (page.total, page.truncated) == (3, True)
+    assert trigger.list_event_codes() == ["a", "b"]

@@ -351,13 +351,9 @@ class PostgresTrigger(BaseTrigger):
         values: tuple[Any, ...] = ()
         if event_code is not None:
             filters, values = ("event_code",), (event_code,)
+        # Like pynenc's own triggers, any other state (``all``) filters nothing.
         if state in FLAG_FILTERS:
             filters = (*filters, state)
-        elif state != "all":
-            raise ValueError(
-                f"Unknown event marker state {state!r}: use all, matched, unmatched, "
-                "triggered or untriggered."
-            )
         window = (as_utc(start_time), as_utc(end_time))
         total_row = self.db.fetchone(
             trigger_sql.events_count(self.sql.schema, ("start_time", "end_time", *filters)),
