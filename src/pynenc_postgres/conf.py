@@ -8,6 +8,7 @@ Every field can be set with an environment variable (``PYNENC__POSTGRES_URL``), 
 from cistell import ConfigField
 from pynenc.conf.config_base import ConfigPynencBase
 from pynenc.conf.config_state_backend import ConfigStateBackend
+from pynenc.conf.config_trigger import ConfigTrigger
 
 
 class ConfigPostgres(ConfigPynencBase):
@@ -86,4 +87,14 @@ class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
     Holds the shared :class:`ConfigPostgres` connection settings; class-specific
     environment variables (``PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL``) override
     the shared ones for the state backend alone.
+    """
+
+
+class ConfigTriggerPostgres(ConfigTrigger, ConfigPostgres):
+    """Configuration of :class:`~pynenc_postgres.trigger.PostgresTrigger`.
+
+    pynenc's trigger settings (scheduler, event retention and capacity) with the shared
+    :class:`ConfigPostgres` connection settings; class-specific environment variables
+    (``PYNENC__CONFIGTRIGGERPOSTGRES__POSTGRES_URL``) override the shared ones for the
+    trigger alone.
     """

@@ -1,9 +1,10 @@
 """A database seeded by real pynenc runs, shared by the audit, retention, inspect and role tests.
 
-Two apps run real tasks on ThreadRunners with our state backend: successes, failures,
-a retried task, a slow task and a workflow with sub-invocations. A worker process is
-then killed with SIGKILL while a task is RUNNING, as a crashed worker would be. The
-seeded database is used as the template of a fresh clone for every test.
+Two apps run real tasks on ThreadRunners with our state backend and trigger: successes,
+failures, a retried task, a slow task, a workflow with sub-invocations, and a task that
+emits an event whose trigger runs another task. A worker process is then killed with
+SIGKILL while a task is RUNNING, as a crashed worker would be. The seeded database is
+used as the template of a fresh clone for every test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 import psycopg
 import pytest
 from pynenc import Pynenc, PynencBuilder
+from pynenc.invocation.status import InvocationStatus
+from pynenc.orchestrator.atomic_service import AtomicServiceRun
 
 from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.models import STATE_TABLES
@@ -49,15 +52,24 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
         .postgres(url=url)
         .thread_runner(min_threads=1, max_threads=4)
         .app_id(app_id)
-        .custom_config(runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01)
+        .custom_config(
+            runner_loop_sleep_time_sec=0.01,
+            invocation_wait_results_sleep_time_sec=0.01,
+            trigger_cls="PostgresTrigger",
+        )
         .build()
     )
 
 
-def _run(app: Pynenc, calls: dict[str, Any]) -> dict[str, str]:
-    """Run the invocations made by ``calls`` to completion on a ThreadRunner."""
+def _run(app: Pynenc, calls: dict[str, Any], *, events: bool = False) -> dict[str, str]:
+    """Run the invocations made by ``calls`` to completion on a ThreadRunner.
+
+    With ``events``, ``place_order`` emits an event whose trigger runs ``ship_order``.
+    """
     for task in tasks.ALL_TASKS:
         task.app = app
+    if events:
+        app.trigger.register_task_triggers(tasks.ship_order, tasks.SHIP_ON_ORDER)
     runner = threading.Thread(target=app.runner.run, daemon=True)
     runner.start()
     try:
@@ -67,10 +79,35 @@ def _run(app: Pynenc, calls: dict[str, Any]) -> dict[str, str]:
                 invocation.result  # noqa: B018 - waits for the invocation to finish
             except Exception:  # the failing tasks are part of the seed
                 pass
-        return {name: inv.invocation_id for name, inv in invocations.items()}
+        ids = {name: inv.invocation_id for name, inv in invocations.items()}
+        if events:
+            ids.update(_fire_triggers(app))
+        return ids
     finally:
         app.runner.stop_runner_loop()
         runner.join()
+
+
+def _fire_triggers(app: Pynenc) -> dict[str, str]:
+    """Run the trigger loop once, and wait for the invocation the order event caused.
+
+    The runner's own trigger loop may get there first; either way the event has one
+    trigger run. An event nobody listens to is emitted too.
+    """
+    ping = app.trigger.emit_event("audit.ping", {"note": "nobody listens"})
+    (order_event,) = app.trigger.get_events(event_code="order.placed")
+    app.trigger.trigger_loop_iteration(
+        AtomicServiceRun(runner_id="audit-seed", atomic_service_run_id="audit-seed-loop")
+    )
+    deadline = time.monotonic() + 60
+    while not (runs := app.trigger.get_trigger_runs_for_event(order_event.event_id)):
+        assert time.monotonic() < deadline, "the order event caused no trigger run"
+        time.sleep(0.05)
+    shipped = runs[0].triggered_invocation_id
+    while app.orchestrator.get_invocation_status(shipped) != InvocationStatus.SUCCESS:
+        assert time.monotonic() < deadline, "the triggered ship_order did not succeed"
+        time.sleep(0.05)
+    return {"order_event": order_event.event_id, "ping_event": ping, "ship_order": shipped}
 
 
 def _latest_status(url: str, app_id: str, invocation_id: str) -> str | None:
@@ -133,7 +170,9 @@ def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPat
                 "flaky": lambda: tasks.flaky("seed"),
                 "slow": lambda: tasks.slow(0.3),
                 "pipeline": lambda: tasks.pipeline(3),
+                "place_order": lambda: tasks.place_order("A-1"),
             },
+            events=True,
         )
     )
     seed.ids.update(

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Any
 
 from pynenc import PynencBuilder
+from pynenc.trigger.conditions import EventContext
+from pynenc.trigger.trigger_builder import TriggerBuilder
 
 # A placeholder app: the seeding fixture rebinds every task to a Postgres-backed app.
 app = PynencBuilder().memory().app_id("audit-placeholder").build()
@@ -62,4 +65,23 @@ def pipeline(n: int) -> int:
     return sum(add(i, i).result for i in range(n))
 
 
-ALL_TASKS = (add, divide, parse, flaky, slow, stuck, pipeline)
+@app.task
+def place_order(order_id: str) -> str:
+    """Emits ``order.placed``, whose trigger runs ``ship_order`` for the same order."""
+    place_order.app.trigger.emit_event("order.placed", {"order_id": order_id})
+    return order_id
+
+
+@app.task
+def ship_order(order_id: str) -> str:
+    return f"shipped {order_id}"
+
+
+def order_of(context: EventContext) -> dict[str, Any]:
+    return {"order_id": context.payload["order_id"]}
+
+
+# Registered by the seeding fixture on the app it builds.
+SHIP_ON_ORDER = TriggerBuilder().on_event("order.placed").with_args_from_event(order_of)
+
+ALL_TASKS = (add, divide, parse, flaky, slow, stuck, pipeline, place_order, ship_order)

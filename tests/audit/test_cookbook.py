@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -143,9 +144,10 @@ def check_volume_per_app_and_day(conn: psycopg.Connection, seed: Seed) -> None:
         total[1] += succeeded
         total[2] += failed
     assert set(totals) == {APP_A, APP_B}
-    # app A: 8 calls, 3 workflow steps, the stuck task (+ pynenc recovery tasks)
-    assert totals[APP_A][0] >= 12
-    assert totals[APP_A][1] >= 8
+    # app A: 9 calls, 3 workflow steps, a triggered task, the stuck task (+ pynenc
+    # recovery tasks)
+    assert totals[APP_A][0] >= 14
+    assert totals[APP_A][1] >= 10
     assert totals[APP_A][2] == 3
     assert totals[APP_B][0] >= 2
     assert totals[APP_B][1] >= 1
@@ -162,7 +164,7 @@ def check_status_counts(conn: psycopg.Connection, seed: Seed) -> None:
         "AND task_id LIKE 'tests.audit.tasks.%%' GROUP BY status ORDER BY status",
         (APP_A,),
     ).fetchall()
-    assert ours == [("failed", 3), ("running", 1), ("success", 8)]
+    assert ours == [("failed", 3), ("running", 1), ("success", 10)]
 
 
 def check_call_tree(conn: psycopg.Connection, seed: Seed) -> None:
@@ -171,6 +173,46 @@ def check_call_tree(conn: psycopg.Connection, seed: Seed) -> None:
     assert [(row[0], row[2], row[3]) for row in rows[1:]] == [(1, TASKS + "add", "success")] * 3
     leaf = run(conn, "call_tree", {"app_id": APP_A, "invocation_id": seed.ids["divide_zero"]})
     assert leaf == [(0, seed.ids["divide_zero"], TASKS + "divide", "failed", "ZeroDivisionError")]
+
+
+def check_recent_trigger_runs(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "recent_trigger_runs", {"app_id": APP_A})
+    shipped = [row for row in rows if row[1] == TASKS + "ship_order"]
+    assert len(shipped) == 1, rows
+    (
+        _executed_at,
+        _task,
+        invocation_id,
+        status,
+        cause,
+        event_code,
+        event_id,
+        event_at,
+        emitted_by_task,
+        emitted_by_invocation,
+        payload,
+        source_invocation,
+    ) = shipped[0]
+    assert (invocation_id, status, cause) == (seed.ids["ship_order"], "success", "EventContext")
+    assert (event_code, event_id) == ("order.placed", seed.ids["order_event"])
+    assert (emitted_by_task, emitted_by_invocation) == (
+        TASKS + "place_order",
+        seed.ids["place_order"],
+    )
+    assert event_at is not None and source_invocation is None
+    assert "A-1" in json.dumps(payload)
+    # The event nobody listened to caused no run; the triggered call got the order id.
+    assert seed.ids["ping_event"] not in {row[6] for row in rows}
+    arguments = conn.execute(
+        "SELECT serialized_arguments FROM pynenc_invocation "
+        "WHERE app_id = %s AND invocation_id = %s",
+        (APP_A, invocation_id),
+    ).fetchone()
+    assert arguments is not None and "A-1" in arguments[0]
+    assert all(
+        row[1] != TASKS + "ship_order"
+        for row in run(conn, "recent_trigger_runs", {"app_id": APP_B})
+    )
 
 
 CHECKS: dict[str, Callable[[psycopg.Connection, Seed], None]] = {
@@ -185,6 +227,7 @@ CHECKS: dict[str, Callable[[psycopg.Connection, Seed], None]] = {
     "volume_per_app_and_day": check_volume_per_app_and_day,
     "status_counts": check_status_counts,
     "call_tree": check_call_tree,
+    "recent_trigger_runs": check_recent_trigger_runs,
 }
 
 

@@ -79,7 +79,11 @@ def test_runtime_role_runs_pynenc_with_only_row_privileges(
         .postgres(url=roles.runtime_url, auto_migrate=False)
         .thread_runner(min_threads=1, max_threads=4)
         .app_id("roles-app")
-        .custom_config(runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01)
+        .custom_config(
+            runner_loop_sleep_time_sec=0.01,
+            invocation_wait_results_sleep_time_sec=0.01,
+            trigger_cls="PostgresTrigger",
+        )
         .build()
     )
     for task in tasks.ALL_TASKS:
@@ -105,6 +109,14 @@ def test_runtime_role_runs_pynenc_with_only_row_privileges(
     runtime = DatabaseSettings(url=roles.runtime_url)
     report = purge_invocations(runtime, "roles-app", statuses=["failed"])
     assert report.invocations == 1 and report.rows["pynenc_invocation_exception"] == 1
+
+    # The trigger's rows too: events, claims, the valid-condition queue, its purge.
+    event_id = app.trigger.emit_event("roles.event", {"k": "v"})
+    assert app.trigger.get_event(event_id) is not None
+    assert app.trigger.claim_trigger_run("roles-run")
+    assert app.trigger.get_conditions_sourced_from_task(tasks.add.task_id) == []
+    app.trigger._purge()
+    assert app.trigger.get_event(event_id) is None
 
     backend.purge()
     with psycopg.connect(roles.runtime_url, autocommit=True) as conn:

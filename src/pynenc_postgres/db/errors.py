@@ -88,6 +88,9 @@ _TRANSIENT_SQLSTATES = {
     "57P01",  # admin_shutdown
     "57P02",  # crash_shutdown
     "57P03",  # cannot_connect_now
+    # idle_session_timeout: the server ended a pooled session while it sat idle, so the
+    # statement that met the closed session was never run.
+    "57P05",
 }
 
 # Connection failures that happen before the server answers have no SQLSTATE;

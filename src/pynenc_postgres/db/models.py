@@ -288,9 +288,353 @@ class WorkflowSubInvocation(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+class TriggerCondition(Base):
+    """Conditions that triggers wait for: cron schedules, events, task statuses, results."""
+
+    __tablename__ = tables.TRIGGER_CONDITION
+    __table_args__ = (
+        {"comment": "Trigger conditions registered by the app's tasks, as pynenc serialized them."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    condition_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="pynenc condition id (a hash of the condition's definition)."
+    )
+    condition_type: Mapped[str] = mapped_column(
+        comment="Condition class, e.g. CronCondition, EventCondition, StatusCondition."
+    )
+    condition_json: Mapped[str] = mapped_column(comment="The condition, as serialized by pynenc.")
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(),
+        comment="When the condition was last registered (server clock, UTC).",
+    )
+
+
+class TriggerSourceTaskCondition(Base):
+    """Which conditions watch which task: looked up on every status, result and failure."""
+
+    __tablename__ = tables.TRIGGER_SOURCE_TASK_CONDITION
+    __table_args__ = (
+        {"comment": "Conditions that watch a task's statuses, results or exceptions."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    task_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Key of the watched task, module.function."
+    )
+    condition_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Condition watching it (see pynenc_trigger_condition)."
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+
+class TriggerDefinition(Base):
+    """Triggers: a task to call when its conditions are met."""
+
+    __tablename__ = tables.TRIGGER_DEFINITION
+    __table_args__ = (
+        Index("ix_pynenc_trigger_definition_app_id_task_id", "app_id", "task_id"),
+        {"comment": "Each trigger: the task it calls, how its conditions combine, its arguments."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    trigger_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc trigger id.")
+    task_id: Mapped[str] = mapped_column(comment="Key of the task the trigger calls.")
+    logic: Mapped[str] = mapped_column(
+        comment="How the conditions combine: and (all of them) or or (any of them)."
+    )
+    argument_provider_json: Mapped[str | None] = mapped_column(
+        comment="pynenc's serialized provider of the call's arguments, if any."
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(),
+        comment="When the trigger was last registered (server clock, UTC).",
+    )
+
+
+class TriggerDefinitionCondition(Base):
+    """The conditions of each trigger, keyed for the lookup by condition."""
+
+    __tablename__ = tables.TRIGGER_DEFINITION_CONDITION
+    __table_args__ = (
+        Index(
+            "ix_pynenc_trigger_definition_condition_app_id_trigger_id",
+            "app_id",
+            "trigger_id",
+            "position",
+        ),
+        {"comment": "Conditions of each trigger, in the order the trigger lists them."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    condition_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Condition (see pynenc_trigger_condition)."
+    )
+    trigger_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Trigger that waits for it (see pynenc_trigger_definition)."
+    )
+    position: Mapped[int] = mapped_column(
+        comment="Place of the condition in the trigger's list, from 1."
+    )
+
+
+class TriggerValidCondition(Base):
+    """Satisfied conditions waiting for the trigger loop: a small, hot queue."""
+
+    __tablename__ = tables.TRIGGER_VALID_CONDITION
+    __table_args__ = (
+        {
+            "comment": "Conditions met and not yet consumed by the trigger loop, with the "
+            "context that met them. Rows are deleted once processed."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    valid_condition_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="pynenc id of this satisfied condition and context."
+    )
+    condition_id: Mapped[str] = mapped_column(
+        comment="Condition that was met (see pynenc_trigger_condition)."
+    )
+    valid_condition_json: Mapped[str] = mapped_column(
+        comment="Condition and context (event, status, result, cron time), as serialized by pynenc."
+    )
+    recorded_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(),
+        comment="When the condition was recorded as met (server clock, UTC).",
+    )
+
+
+class TriggerCronExecution(Base):
+    """Last tick of each cron condition, changed by compare-and-set."""
+
+    __tablename__ = tables.TRIGGER_CRON_EXECUTION
+    __table_args__ = (
+        {
+            "comment": "Last execution time of each cron condition. Changed by one "
+            "compare-and-set statement, so only one process fires each tick."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    condition_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Cron condition (see pynenc_trigger_condition)."
+    )
+    last_execution: Mapped[datetime] = mapped_column(
+        comment="Tick time of the latest execution (client clock of the winner, UTC)."
+    )
+    claim_token: Mapped[str] = mapped_column(
+        comment="Random token of the call that set last_execution; makes a resent call idempotent."
+    )
+    updated_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When last_execution was set (server clock, UTC)."
+    )
+
+
+class TriggerRunClaim(Base):
+    """Who may execute each trigger run, until when."""
+
+    __tablename__ = tables.TRIGGER_RUN_CLAIM
+    __table_args__ = (
+        Index("ix_pynenc_trigger_run_claim_app_id_expires_at", "app_id", "expires_at"),
+        {
+            "comment": "Claims on trigger runs: one process executes a run; another may take "
+            "the run over once the claim has expired by the server clock."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    trigger_run_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc trigger run id.")
+    claim_token: Mapped[str] = mapped_column(
+        comment="Random token of the winning call; makes a resent claim idempotent."
+    )
+    claimed_at: Mapped[datetime] = mapped_column(
+        comment="When the claim was taken (server clock, UTC)."
+    )
+    expires_at: Mapped[datetime] = mapped_column(
+        comment="When the claim lapses and the run may be claimed again (server clock, UTC)."
+    )
+
+
+class TriggerEvent(Base):
+    """Events emitted to the trigger system, whether or not a condition matched them."""
+
+    __tablename__ = tables.TRIGGER_EVENT
+    __table_args__ = (
+        Index("ix_pynenc_trigger_event_app_id_occurred_at", "app_id", "occurred_at"),
+        Index(
+            "ix_pynenc_trigger_event_app_id_event_code_occurred_at",
+            "app_id",
+            "event_code",
+            "occurred_at",
+        ),
+        Index(
+            "ix_pynenc_trigger_event_app_id_emitted_by_invocation_id",
+            "app_id",
+            "emitted_by_invocation_id",
+            postgresql_where=text("emitted_by_invocation_id IS NOT NULL"),
+        ),
+        {"comment": "Every event emitted with emit_event, with its payload and who emitted it."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    event_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc event id.")
+    event_code: Mapped[str] = mapped_column(comment="Event code chosen by the emitter.")
+    occurred_at: Mapped[datetime] = mapped_column(
+        comment="When the event was emitted (client clock, UTC, microseconds)."
+    )
+    matched_condition_count: Mapped[int] = mapped_column(
+        comment="Number of event conditions the event satisfied."
+    )
+    emitted_by_invocation_id: Mapped[str | None] = mapped_column(
+        comment="Invocation that emitted the event, if emitted inside a task."
+    )
+    emitted_by_task_id: Mapped[str | None] = mapped_column(
+        comment="Key of that invocation's task, if any."
+    )
+    emitted_by_runner_context_id: Mapped[str | None] = mapped_column(
+        comment="Runner context that emitted the event (see pynenc_runner_context)."
+    )
+    event_json: Mapped[str] = mapped_column(
+        comment="pynenc's EventRecord as JSON: payload values serialized by pynenc, "
+        "matched and valid condition ids."
+    )
+    stored_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the event was last stored (server clock, UTC)."
+    )
+
+
+class TriggerEventInvocation(Base):
+    """Invocations that events caused, written when the trigger run executes."""
+
+    __tablename__ = tables.TRIGGER_EVENT_INVOCATION
+    __table_args__ = ({"comment": "Invocations created by trigger runs that an event fired."},)
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    event_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Event (see pynenc_trigger_event)."
+    )
+    invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation the event's trigger run created."
+    )
+    trigger_run_id: Mapped[str | None] = mapped_column(
+        comment="Trigger run that created it (see pynenc_trigger_run), if known."
+    )
+    linked_at: Mapped[datetime] = mapped_column(
+        comment="When the link was written (server clock, UTC)."
+    )
+
+
+class TriggerRun(Base):
+    """Each execution of a trigger: what it called and why."""
+
+    __tablename__ = tables.TRIGGER_RUN
+    __table_args__ = (
+        Index("ix_pynenc_trigger_run_app_id_executed_at", "app_id", "executed_at"),
+        Index(
+            "ix_pynenc_trigger_run_app_id_task_id_executed_at", "app_id", "task_id", "executed_at"
+        ),
+        Index(
+            "ix_pynenc_trigger_run_app_id_triggered_invocation_id",
+            "app_id",
+            "triggered_invocation_id",
+        ),
+        Index(
+            "ix_pynenc_trigger_run_app_id_atomic_service_run_id",
+            "app_id",
+            "atomic_service_run_id",
+            postgresql_where=text("atomic_service_run_id IS NOT NULL"),
+        ),
+        {"comment": "Every trigger run: the trigger, the invocation it created, and when."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    trigger_run_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc trigger run id.")
+    trigger_id: Mapped[str] = mapped_column(
+        comment="Trigger that ran (see pynenc_trigger_definition)."
+    )
+    task_id: Mapped[str] = mapped_column(comment="Key of the task the trigger called.")
+    logic: Mapped[str] = mapped_column(comment="How the trigger's conditions combine: and, or.")
+    triggered_invocation_id: Mapped[str | None] = mapped_column(
+        comment="Invocation the run created (see pynenc_invocation)."
+    )
+    atomic_service_run_id: Mapped[str | None] = mapped_column(
+        comment="Atomic-service cycle of the runner that executed the run, if any."
+    )
+    claimed_at: Mapped[datetime | None] = mapped_column(
+        comment="When the run was claimed (client clock, UTC)."
+    )
+    executed_at: Mapped[datetime] = mapped_column(
+        comment="When the run created its invocation (client clock, UTC); the claim time, "
+        "or the time of storing, when pynenc gave none."
+    )
+    trigger_run_json: Mapped[str] = mapped_column(
+        comment="pynenc's TriggerRunRecord as JSON, participants included."
+    )
+    stored_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the run was last stored (server clock, UTC)."
+    )
+
+
+class TriggerRunParticipant(Base):
+    """What satisfied each condition of a trigger run: an event, a source invocation, a tick."""
+
+    __tablename__ = tables.TRIGGER_RUN_PARTICIPANT
+    __table_args__ = (
+        Index(
+            "ix_pynenc_trigger_run_participant_app_id_event_id",
+            "app_id",
+            "event_id",
+            postgresql_where=text("event_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_pynenc_trigger_run_participant_app_id_source_invocation_id",
+            "app_id",
+            "source_invocation_id",
+            postgresql_where=text("source_invocation_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_pynenc_trigger_run_participant_app_id_valid_condition_id",
+            "app_id",
+            "valid_condition_id",
+            postgresql_where=text("valid_condition_id IS NOT NULL"),
+        ),
+        {"comment": "The causes of each trigger run: one row per satisfied condition."},
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    trigger_run_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Trigger run (see pynenc_trigger_run)."
+    )
+    position: Mapped[int] = mapped_column(
+        primary_key=True, comment="Place of the participant in the run's list, from 1."
+    )
+    context_type: Mapped[str | None] = mapped_column(
+        comment="What satisfied the condition: EventContext, StatusContext, ResultContext, "
+        "ExceptionContext or CronContext."
+    )
+    condition_id: Mapped[str | None] = mapped_column(
+        comment="Condition satisfied (see pynenc_trigger_condition)."
+    )
+    valid_condition_id: Mapped[str | None] = mapped_column(
+        comment="pynenc id of the satisfied condition and its context."
+    )
+    event_id: Mapped[str | None] = mapped_column(
+        comment="Event that satisfied it (see pynenc_trigger_event), if any."
+    )
+    source_invocation_id: Mapped[str | None] = mapped_column(
+        comment="Invocation whose status, result or exception satisfied it, if any."
+    )
+
+
 VERSION_TABLE = tables.VERSION_TABLE
 
 """Views created by migration 0002; not modelled, so autogenerate must skip them."""
 
-# Every table of the schema, for code that walks them all (purges, audits, size reports).
-STATE_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)
+# The trigger's tables, which PostgresTrigger owns and purges.
+TRIGGER_TABLES: tuple[str, ...] = tables.TRIGGER_TABLES
+
+# The state backend's tables, for code that walks them all (purges, audits, size reports).
+STATE_TABLES: tuple[str, ...] = tuple(
+    name for name in Base.metadata.tables if name not in TRIGGER_TABLES
+)

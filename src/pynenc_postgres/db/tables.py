@@ -17,6 +17,33 @@ WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
 
 VERSION_TABLE = "pynenc_alembic_version"
 
+TRIGGER_CONDITION = "pynenc_trigger_condition"
+TRIGGER_SOURCE_TASK_CONDITION = "pynenc_trigger_source_task_condition"
+TRIGGER_DEFINITION = "pynenc_trigger_definition"
+TRIGGER_DEFINITION_CONDITION = "pynenc_trigger_definition_condition"
+TRIGGER_VALID_CONDITION = "pynenc_trigger_valid_condition"
+TRIGGER_CRON_EXECUTION = "pynenc_trigger_cron_execution"
+TRIGGER_RUN_CLAIM = "pynenc_trigger_run_claim"
+TRIGGER_EVENT = "pynenc_trigger_event"
+TRIGGER_EVENT_INVOCATION = "pynenc_trigger_event_invocation"
+TRIGGER_RUN = "pynenc_trigger_run"
+TRIGGER_RUN_PARTICIPANT = "pynenc_trigger_run_participant"
+
+# The trigger's tables, which PostgresTrigger (not the state backend) owns and purges.
+TRIGGER_TABLES = (
+    TRIGGER_CONDITION,
+    TRIGGER_SOURCE_TASK_CONDITION,
+    TRIGGER_DEFINITION,
+    TRIGGER_DEFINITION_CONDITION,
+    TRIGGER_VALID_CONDITION,
+    TRIGGER_CRON_EXECUTION,
+    TRIGGER_RUN_CLAIM,
+    TRIGGER_EVENT,
+    TRIGGER_EVENT_INVOCATION,
+    TRIGGER_RUN,
+    TRIGGER_RUN_PARTICIPANT,
+)
+
 # Views created by migrations. They are not modelled, so whatever must tell our objects
 # from an application's (pynenc_postgres.autogenerate) learns their names here.
 INVOCATION_STATUS_VIEW = "pynenc_invocation_status"
