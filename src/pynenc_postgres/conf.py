@@ -7,6 +7,7 @@ Every field can be set with an environment variable (``PYNENC__POSTGRES_URL``), 
 
 from cistell import ConfigField
 from pynenc.conf.config_base import ConfigPynencBase
+from pynenc.conf.config_orchestrator import ConfigOrchestrator
 from pynenc.conf.config_state_backend import ConfigStateBackend
 
 
@@ -86,4 +87,14 @@ class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
     Holds the shared :class:`ConfigPostgres` connection settings; class-specific
     environment variables (``PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL``) override
     the shared ones for the state backend alone.
+    """
+
+
+class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres):
+    """Configuration of :class:`~pynenc_postgres.orchestrator.PostgresOrchestrator`.
+
+    Holds pynenc's orchestrator settings and the shared :class:`ConfigPostgres`
+    connection settings; class-specific environment variables
+    (``PYNENC__CONFIGORCHESTRATORPOSTGRES__POSTGRES_URL``) override the shared ones for
+    the orchestrator alone.
     """

@@ -16,3 +16,10 @@ WORKFLOW_DATA = "pynenc_workflow_data"
 WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
 
 VERSION_TABLE = "pynenc_alembic_version"
+
+# The orchestrator's tables (migration 0003).
+ORCHESTRATOR_INVOCATION = "pynenc_orchestrator_invocation"
+ORCHESTRATOR_ARGUMENT = "pynenc_orchestrator_argument"
+ORCHESTRATOR_WAITING = "pynenc_orchestrator_waiting"
+RUNNER_HEARTBEAT = "pynenc_runner_heartbeat"
+ATOMIC_SERVICE_EXECUTION = "pynenc_atomic_service_execution"
