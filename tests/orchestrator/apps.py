@@ -26,7 +26,7 @@ def build_app(url: str, app_id: str, **config: object) -> Pynenc:
         .memory()
         .postgres(url=url)
         .app_id(app_id)
-        .custom_config(orchestrator_cls=ORCHESTRATOR_CLS, **config)
+        .custom_config(**{"orchestrator_cls": ORCHESTRATOR_CLS, **config})
         .build()
     )
 
@@ -45,3 +45,16 @@ def register(app: Pynenc, label: str) -> str:
     work.app = app
     invocation = work(label)
     return str(invocation.invocation_id)
+
+
+# Atomic-service timing for the takeover test: 6 s cycles, a check every 0.3 s, and a
+# runner dead after 6 s without a heartbeat.
+SERVICE_CONFIG: dict[str, object] = {
+    "atomic_service_interval_minutes": 0.1,
+    "atomic_service_spread_margin_minutes": 0.0,
+    "atomic_service_max_start_slot_fraction": 1.0,
+    "atomic_service_check_interval_minutes": 0.005,
+    "atomic_service_membership_stabilization_minutes": 0.0,
+    "runner_considered_dead_after_minutes": 0.1,
+    "runner_loop_sleep_time_sec": 0.05,
+}
