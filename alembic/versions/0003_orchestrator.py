@@ -1,8 +1,10 @@
 """Orchestrator tables: invocation status, concurrency-control arguments, blocking
-control, runner heartbeats and atomic-service executions.
+control, runner heartbeats and atomic-service executions; the runner-status view.
 
 The tables are new and empty, so creating them and their indexes takes no lock that
-running pynenc processes wait on.
+running pynenc processes wait on. ``pynenc_runner_status`` shows each runner with the
+age of its heartbeat on the server's clock, the invocations it holds and whether it
+holds the atomic service; like the views of 0002 it names no schema.
 
 Revision ID: 0003
 Revises: 0002
@@ -20,6 +22,65 @@ revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+RUNNER_STATUS_VIEW = """
+CREATE VIEW pynenc_runner_status AS
+SELECT h.app_id,
+       h.runner_id,
+       c.runner_cls,
+       c.hostname,
+       c.pid,
+       h.can_run_atomic_service,
+       h.consumed_queues,
+       h.first_heartbeat_at,
+       h.last_heartbeat_at,
+       now() - h.last_heartbeat_at AS heartbeat_age,
+       (SELECT count(*) FROM pynenc_orchestrator_invocation i
+        WHERE i.app_id = h.app_id AND i.status = 'pending'
+          AND i.status_owner_id = h.runner_id) AS pending_invocations,
+       (SELECT count(*) FROM pynenc_orchestrator_invocation i
+        WHERE i.app_id = h.app_id AND i.status = 'running'
+          AND i.status_owner_id = h.runner_id) AS running_invocations,
+       a.atomic_service_run_id IS NOT NULL AS holds_atomic_service,
+       a.atomic_service_run_id,
+       a.start_time AS atomic_service_started_at
+FROM pynenc_runner_heartbeat h
+LEFT JOIN pynenc_runner_context c
+    ON c.app_id = h.app_id AND c.runner_id = h.runner_id
+LEFT JOIN pynenc_atomic_service_execution a
+    ON a.app_id = h.app_id AND a.runner_id = h.runner_id AND a.status = 'running'
+"""
+
+VIEW_COMMENTS: dict[str, tuple[str, dict[str, str]]] = {
+    "pynenc_runner_status": (
+        "Each runner with the age of its latest heartbeat (server clock), the invocations "
+        "it owns and whether it holds the atomic service. Filter on app_id.",
+        {
+            "app_id": "pynenc application id.",
+            "runner_id": "Runner context id.",
+            "runner_cls": "Runner class, from pynenc_runner_context (NULL if not stored).",
+            "hostname": "Host of the runner, from pynenc_runner_context.",
+            "pid": "Process id of the runner, from pynenc_runner_context.",
+            "can_run_atomic_service": "True when the runner may hold the atomic service.",
+            "consumed_queues": "Broker queues the runner consumes.",
+            "first_heartbeat_at": "First heartbeat (server clock).",
+            "last_heartbeat_at": "Latest heartbeat (server clock).",
+            "heartbeat_age": (
+                "now() - last_heartbeat_at; pynenc considers the runner dead past "
+                "runner_considered_dead_after_minutes (10 by default)."
+            ),
+            "pending_invocations": "Invocations PENDING and owned by this runner.",
+            "running_invocations": "Invocations RUNNING and owned by this runner.",
+            "holds_atomic_service": "True while the runner holds the atomic service.",
+            "atomic_service_run_id": "Its running atomic-service execution, if any.",
+            "atomic_service_started_at": "Start of that execution, as the runner reported it.",
+        },
+    ),
+}
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def upgrade() -> None:
@@ -290,8 +351,15 @@ def upgrade() -> None:
         unique=False,
     )
 
+    op.execute(RUNNER_STATUS_VIEW)
+    for view, (view_comment, columns) in VIEW_COMMENTS.items():
+        op.execute(f"COMMENT ON VIEW {view} IS {_literal(view_comment)}")
+        for column, column_comment in columns.items():
+            op.execute(f"COMMENT ON COLUMN {view}.{column} IS {_literal(column_comment)}")
+
 
 def downgrade() -> None:
+    op.execute("DROP VIEW pynenc_runner_status")
     op.drop_index(
         "ix_pynenc_runner_heartbeat_app_id_last_heartbeat_at", table_name="pynenc_runner_heartbeat"
     )

@@ -489,7 +489,7 @@ class AtomicServiceExecution(Base):
 
 VERSION_TABLE = tables.VERSION_TABLE
 
-"""Views created by migration 0002; not modelled, so autogenerate must skip them."""
+"""Views created by migrations 0002 and 0003; not modelled, so autogenerate skips them."""
 
 # The orchestrator's tables; PostgresOrchestrator.purge() empties them for one app.
 ORCHESTRATOR_TABLES: tuple[str, ...] = (
