@@ -30,5 +30,8 @@ def postgres_orchestrator_env(
         module_app._reset_cached_components()
         assert type(module_app.orchestrator).__name__ == ORCHESTRATOR_CLS
     yield
+    # The environment goes first: a runner thread of the test that is still winding
+    # down and rebuilds a component must get the other modules' orchestrator.
+    monkeypatch.delenv("PYNENC__ORCHESTRATOR_CLS")
     if isinstance(module_app, Pynenc):
         module_app._reset_cached_components()
