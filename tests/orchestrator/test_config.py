@@ -16,13 +16,17 @@ from pynenc_postgres.orchestrator import PostgresOrchestrator
 def test_a_fresh_process_resolves_the_orchestrator_through_the_entry_point(
     database_url: str,
 ) -> None:
-    """A process that builds the app from env vars alone finds the class by name."""
+    """A process that builds the app from env vars alone finds the class by name, and runs
+    it without importing SQLAlchemy or Alembic."""
     code = textwrap.dedent(
         """
+        import sys
         from pynenc import Pynenc
         orchestrator = Pynenc().orchestrator
         print(type(orchestrator).__module__, type(orchestrator).__name__,
-              orchestrator.count_invocations())
+              orchestrator.count_invocations(),
+              # a runner's hot path needs neither the ORM nor the migrations
+              "sqlalchemy" in sys.modules, "alembic" in sys.modules)
         """
     )
     env = {
@@ -38,6 +42,8 @@ def test_a_fresh_process_resolves_the_orchestrator_through_the_entry_point(
         "pynenc_postgres.orchestrator.postgres_orchestrator",
         "PostgresOrchestrator",
         "0",
+        "False",
+        "False",
     ]
 
 
