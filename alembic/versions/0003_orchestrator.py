@@ -209,6 +209,15 @@ def upgrade() -> None:
             comment="When the current status was set (server clock, UTC).",
         ),
         sa.Column(
+            "status_change_id",
+            sa.Text(),
+            nullable=True,
+            comment=(
+                "Id of the status change that set the current status; a change resent "
+                "after a lost reply recognises itself by it. NULL after registration."
+            ),
+        ),
+        sa.Column(
             "retries",
             sa.BigInteger(),
             server_default=sa.text("0"),

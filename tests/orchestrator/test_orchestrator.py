@@ -166,3 +166,20 @@ def test_a_dead_holder_is_abandoned_when_the_slot_is_next_claimed(database_url: 
         datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC), runner_id="first"
     )
     assert late.status == AtomicServiceExecutionStatus.ABANDONED
+
+
+def test_a_status_change_resent_after_a_lost_reply_is_not_refused(database_url: str) -> None:
+    """The database layer resends a statement whose reply was lost with the connection.
+
+    A resent change finds its own committed write and succeeds; the same move made by
+    another change is still refused with pynenc's error.
+    """
+    app = build_app(database_url, "resend")
+    orchestrator = app.orchestrator
+    assert isinstance(orchestrator, PostgresOrchestrator)
+    invocation_id = register(app, "resend")
+    first = orchestrator._change_status(invocation_id, InvocationStatus.PENDING, "owner", "c-1")
+    again = orchestrator._change_status(invocation_id, InvocationStatus.PENDING, "owner", "c-1")
+    assert again == first
+    with pytest.raises(InvocationStatusTransitionError):
+        orchestrator._change_status(invocation_id, InvocationStatus.PENDING, "owner", "c-2")

@@ -340,6 +340,10 @@ class OrchestratorInvocation(Base):
     status_set_at: Mapped[datetime] = mapped_column(
         comment="When the current status was set (server clock, UTC)."
     )
+    status_change_id: Mapped[str | None] = mapped_column(
+        comment="Id of the status change that set the current status; a change resent "
+        "after a lost reply recognises itself by it. NULL after registration."
+    )
     retries: Mapped[int] = mapped_column(
         server_default=text("0"), comment="Times the invocation was retried."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
@@ -147,12 +148,29 @@ class PostgresOrchestrator(BaseOrchestrator):
         :raises InvocationStatusRaceConditionError: the row changed again meanwhile.
         :raises KeyError: the invocation is not registered.
         """
+        return self._change_status(invocation_id, status, runner_id, uuid.uuid4().hex)
+
+    def _change_status(
+        self,
+        invocation_id: InvocationId,
+        status: InvocationStatus,
+        runner_id: str | None,
+        change_id: str,
+    ) -> InvocationStatusRecord:
+        """One status change, identified by ``change_id``.
+
+        The database layer resends a statement whose reply was lost with the connection.
+        If the first one had committed, the resent ``UPDATE`` matches nothing; the row
+        then carries this ``change_id``, and the change is reported as done instead of
+        as pynenc's error against itself.
+        """
         rule = rule_for(status)
         if not (rule.acquires_ownership and runner_id is None):
             params: tuple[Any, ...] = (
                 status.value,
                 rule.keeps_owner,
                 rule.new_owner(runner_id),
+                change_id,
                 self.app_id,
                 invocation_id,
                 list(rule.allowed_from),
@@ -165,15 +183,21 @@ class PostgresOrchestrator(BaseOrchestrator):
                 )
             if row is not None:
                 return InvocationStatusRecord(status, row[0], as_utc(row[1]))
-        current = self.get_invocation_status_record(invocation_id)
+        current, current_change = self._status_row(invocation_id)
+        if current_change == change_id:
+            return current  # this very change committed; its reply was lost
         expected = status_record_transition(current, status, runner_id)  # raises pynenc's error
         raise InvocationStatusRaceConditionError(invocation_id, current, expected, current)
 
     def get_invocation_status_record(self, invocation_id: InvocationId) -> InvocationStatusRecord:
+        return self._status_row(invocation_id)[0]
+
+    def _status_row(self, invocation_id: InvocationId) -> tuple[InvocationStatusRecord, str | None]:
         row = self.db.fetchone(self.sql.status_record, (self.app_id, invocation_id))
         if row is None:
             raise KeyError(f"Invocation ID {invocation_id} not found")
-        return InvocationStatusRecord(InvocationStatus(row[0]), row[1], as_utc(row[2]))
+        status, owner, set_at, change_id = row
+        return InvocationStatusRecord(InvocationStatus(status), owner, as_utc(set_at)), change_id
 
     def filter_by_status(
         self,

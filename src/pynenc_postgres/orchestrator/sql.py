@@ -99,7 +99,8 @@ def statements(schema: str) -> OrchestratorSql:
         UPDATE {inv} SET
             status = %s,
             status_owner_id = CASE WHEN %s::boolean THEN status_owner_id ELSE %s::text END,
-            status_set_at = clock_timestamp()
+            status_set_at = clock_timestamp(),
+            status_change_id = %s
         WHERE app_id = %s AND invocation_id = %s AND status = ANY(%s::text[])"""
     matching_arguments = f"""
             SELECT a.invocation_id FROM {arg} a
@@ -136,7 +137,7 @@ def statements(schema: str) -> OrchestratorSql:
         transition_overriding_owner=f"""{transition}
             RETURNING status_owner_id, status_set_at""",
         status_record=f"""
-            SELECT status, status_owner_id, status_set_at FROM {inv}
+            SELECT status, status_owner_id, status_set_at, status_change_id FROM {inv}
             WHERE app_id = %s AND invocation_id = %s""",
         existing_by_task=f"""
             SELECT invocation_id FROM {inv} WHERE app_id = %s AND task_id = %s""",
