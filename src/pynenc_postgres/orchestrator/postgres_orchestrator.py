@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,9 @@ from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingContro
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
 
+# Shared with the state backend until the helper moves into ``db/``.
+from pynenc_postgres.state_backend.postgres_state_backend import as_utc
+
 if TYPE_CHECKING:
     import psycopg
     from pynenc.app import Pynenc
@@ -38,13 +41,7 @@ if TYPE_CHECKING:
     from pynenc.orchestrator.atomic_service import AtomicServiceRun
     from pynenc.task import Task
 
-_RUNNING = AtomicServiceExecutionStatus.RUNNING.value
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
-
-
-def as_utc(moment: datetime) -> datetime:
-    """Naive datetimes are UTC to pynenc; Postgres must read them so, whatever its zone."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class PostgresOrchestrator(BaseOrchestrator):
