@@ -7,6 +7,8 @@ Every field can be set with an environment variable (``PYNENC__POSTGRES_URL``), 
 
 from cistell import ConfigField
 from pynenc.conf.config_base import ConfigPynencBase
+from pynenc.conf.config_orchestrator import ConfigOrchestrator
+from pynenc.conf.config_sqlite import ConfigSQLite
 from pynenc.conf.config_state_backend import ConfigStateBackend
 from pynenc.conf.config_trigger import ConfigTrigger
 
@@ -97,4 +99,18 @@ class ConfigTriggerPostgres(ConfigTrigger, ConfigPostgres):
     :class:`ConfigPostgres` connection settings; class-specific environment variables
     (``PYNENC__CONFIGTRIGGERPOSTGRES__POSTGRES_URL``) override the shared ones for the
     trigger alone.
+    """
+
+
+class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres, ConfigSQLite):
+    """Configuration of :class:`~pynenc_postgres.orchestrator.PostgresOrchestrator`.
+
+    Holds pynenc's orchestrator settings and the shared :class:`ConfigPostgres`
+    connection settings; class-specific environment variables
+    (``PYNENC__CONFIGORCHESTRATORPOSTGRES__POSTGRES_URL``) override the shared ones for
+    the orchestrator alone.
+
+    ``sqlite_db_path`` (from pynenc's ``ConfigSQLite``) is not used. pynenc's
+    integration suite checks that configuration reaches spawned workers by reading
+    ``orchestrator.conf.sqlite_db_path`` in a worker, so the field is kept readable.
     """

@@ -34,6 +34,8 @@ from tests.conftest import PostgresServer
 REPO = Path(__file__).resolve().parents[2]
 APP_A = "audit-a"
 APP_B = "audit-b"
+# The seed runs on pynenc's SQLite broker and trigger with our orchestrator.
+ORCHESTRATOR_CLS = "PostgresOrchestrator"
 
 
 @dataclass
@@ -53,6 +55,7 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
         .thread_runner(min_threads=1, max_threads=4)
         .app_id(app_id)
         .custom_config(
+            orchestrator_cls=ORCHESTRATOR_CLS,
             runner_loop_sleep_time_sec=0.01,
             invocation_wait_results_sleep_time_sec=0.01,
             trigger_cls="PostgresTrigger",

@@ -215,6 +215,72 @@ def check_recent_trigger_runs(conn: psycopg.Connection, seed: Seed) -> None:
     )
 
 
+def check_orchestrator_status_counts(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "orchestrator_status_counts", {"app_id": APP_A})
+    counts = {row[0]: row[1] for row in rows}
+    assert counts["failed"] == 3
+    assert counts["running"] == 1  # the killed worker's task
+    assert counts["success"] >= 8
+    assert all(row[2] >= timedelta(0) for row in rows)
+    # The status the orchestrator enforces is the one the history ends with.
+    disagreeing = conn.execute(
+        "SELECT o.invocation_id, o.status, s.status FROM pynenc_orchestrator_invocation o "
+        "JOIN pynenc_invocation_status s USING (app_id, invocation_id) "
+        "WHERE o.app_id = %s AND o.status <> s.status",
+        (APP_A,),
+    ).fetchall()
+    assert disagreeing == []
+    # app B: one failure and its successes (pynenc's own tasks may add other statuses)
+    counts_b = {
+        row[0]: row[1] for row in run(conn, "orchestrator_status_counts", {"app_id": APP_B})
+    }
+    assert counts_b["failed"] == 1 and counts_b["success"] >= 1 and "running" not in counts_b
+
+
+def _killed_worker_runner(conn: psycopg.Connection, seed: Seed) -> str:
+    """The runner of the killed worker: the owner of ``stuck``, left RUNNING."""
+    row = conn.execute(
+        "SELECT status_owner_id FROM pynenc_orchestrator_invocation "
+        "WHERE app_id = %s AND invocation_id = %s",
+        (APP_A, seed.ids["stuck"]),
+    ).fetchone()
+    assert row is not None and row[0] not in (None, seed.runner_a)
+    return str(row[0])
+
+
+def check_live_runners(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "live_runners", {"app_id": APP_A, "minutes": "10"})
+    by_id = {row[0]: row for row in rows}
+    killed = _killed_worker_runner(conn, seed)
+    assert {seed.runner_a, killed} <= set(by_id)
+    assert all(row[4] for row in rows)  # seeded minutes ago: alive by pynenc's default
+    assert by_id[seed.runner_a][5:7] == (0, 0)
+    assert [row[0] for row in rows if row[7]] == [killed]  # the one holder
+    assert [(row[0], row[6]) for row in rows if row[6]] == [(killed, 1)]  # the stuck task
+    assert not any(row[4] for row in run(conn, "live_runners", {"app_id": APP_A, "minutes": "0"}))
+    assert killed not in {
+        row[0] for row in run(conn, "live_runners", {"app_id": APP_B, "minutes": "10"})
+    }
+
+
+def check_atomic_service_holder(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "atomic_service_holder", {"app_id": APP_A})
+    assert len(rows) == 1
+    runner_id, run_id, _start, held_for, heartbeat_age = rows[0]
+    assert runner_id == _killed_worker_runner(conn, seed)
+    assert run_id and held_for > timedelta(0) and heartbeat_age > timedelta(0)
+    assert run(conn, "atomic_service_holder", {"app_id": APP_B}) == []
+
+
+def check_recoverable_running(conn: psycopg.Connection, seed: Seed) -> None:
+    rows = run(conn, "recoverable_running", {"app_id": APP_A, "minutes": "0"})
+    assert [row[:2] for row in rows] == [(seed.ids["stuck"], TASKS + "stuck")]
+    assert rows[0][3] > timedelta(0) and rows[0][4] > timedelta(0)
+    # Its worker was seen alive minutes ago: not recoverable yet by pynenc's default.
+    assert run(conn, "recoverable_running", {"app_id": APP_A, "minutes": "10"}) == []
+    assert run(conn, "recoverable_running", {"app_id": APP_B, "minutes": "0"}) == []
+
+
 CHECKS: dict[str, Callable[[psycopg.Connection, Seed], None]] = {
     "failures_last_hour": check_failures_last_hour,
     "invocation_timeline": check_invocation_timeline,
@@ -228,6 +294,10 @@ CHECKS: dict[str, Callable[[psycopg.Connection, Seed], None]] = {
     "status_counts": check_status_counts,
     "call_tree": check_call_tree,
     "recent_trigger_runs": check_recent_trigger_runs,
+    "orchestrator_status_counts": check_orchestrator_status_counts,
+    "live_runners": check_live_runners,
+    "atomic_service_holder": check_atomic_service_holder,
+    "recoverable_running": check_recoverable_running,
 }
 
 

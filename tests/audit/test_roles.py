@@ -19,7 +19,7 @@ from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.retention import purge_invocations
 from tests.audit import tasks
-from tests.audit.conftest import APP_A, Seed, all_rows
+from tests.audit.conftest import APP_A, ORCHESTRATOR_CLS, Seed, all_rows
 from tests.audit.cookbook import blocks
 from tests.audit.test_cookbook import CHECKS
 from tests.conftest import PostgresServer
@@ -80,6 +80,7 @@ def test_runtime_role_runs_pynenc_with_only_row_privileges(
         .thread_runner(min_threads=1, max_threads=4)
         .app_id("roles-app")
         .custom_config(
+            orchestrator_cls=ORCHESTRATOR_CLS,
             runner_loop_sleep_time_sec=0.01,
             invocation_wait_results_sleep_time_sec=0.01,
             trigger_cls="PostgresTrigger",

@@ -201,6 +201,7 @@ def test_views_bind_to_the_configured_schema(empty_database_url: str) -> None:
         assert views == [
             ("audit_space", "pynenc_invocation_status"),
             ("audit_space", "pynenc_invocation_timeline"),
+            ("audit_space", "pynenc_runner_status"),
         ]
         conn.execute(
             """INSERT INTO audit_space.pynenc_invocation (app_id, invocation_id, task_id, call_id,

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import BigInteger, Boolean, MetaData, Text, func, text
-from sqlalchemy.dialects.postgresql import TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
 
@@ -286,6 +286,209 @@ class WorkflowSubInvocation(Base):
         primary_key=True, comment="Invocation run inside it."
     )
     created_at: Mapped[datetime] = _created_at()
+
+
+class OrchestratorInvocation(Base):
+    """The orchestrator's view of each invocation: its current status and owner.
+
+    Status changes are compare-and-set ``UPDATE`` statements on this row, so two runners
+    racing for the same invocation cannot both win. Times are the server's clock.
+    """
+
+    __tablename__ = tables.ORCHESTRATOR_INVOCATION
+    __table_args__ = (
+        Index(
+            "ix_pynenc_orchestrator_invocation_app_id_task_id_status",
+            "app_id",
+            "task_id",
+            "status",
+        ),
+        Index(
+            "ix_pynenc_orchestrator_invocation_app_id_status_status_set_at",
+            "app_id",
+            "status",
+            "status_set_at",
+        ),
+        Index(
+            "ix_pynenc_orchestrator_invocation_app_id_registered_at",
+            "app_id",
+            "registered_at",
+        ),
+        Index("ix_pynenc_orchestrator_invocation_app_id_call_id", "app_id", "call_id"),
+        Index(
+            "ix_pynenc_orchestrator_invocation_app_id_purgeable_since",
+            "app_id",
+            "purgeable_since",
+            postgresql_where=text("purgeable_since IS NOT NULL"),
+        ),
+        {
+            "comment": "Current status, owner and retry count of each invocation, as the "
+            "orchestrator enforces them (server clock)."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc invocation id.")
+    task_id: Mapped[str] = mapped_column(comment="Task key, module.function.")
+    call_id: Mapped[str] = mapped_column(comment="Call key: task key plus the arguments id.")
+    status: Mapped[str] = mapped_column(
+        comment="Current status: registered, pending, running, success, failed, ..."
+    )
+    status_owner_id: Mapped[str | None] = mapped_column(
+        comment="Runner that owns the invocation in its current status, if any."
+    )
+    status_set_at: Mapped[datetime] = mapped_column(
+        comment="When the current status was set (server clock, UTC)."
+    )
+    status_change_id: Mapped[str | None] = mapped_column(
+        comment="Id of the status change that set the current status; a change resent "
+        "after a lost reply recognises itself by it. NULL after registration."
+    )
+    retries: Mapped[int] = mapped_column(
+        server_default=text("0"), comment="Times the invocation was retried."
+    )
+    registered_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the invocation was registered (server clock)."
+    )
+    purgeable_since: Mapped[datetime | None] = mapped_column(
+        comment="When the invocation reached a final status and became subject to "
+        "auto_final_invocation_purge_hours (server clock); NULL before."
+    )
+
+
+class OrchestratorArgument(Base):
+    """Serialized arguments of invocations whose task uses concurrency control."""
+
+    __tablename__ = tables.ORCHESTRATOR_ARGUMENT
+    __table_args__ = (
+        # The digest keeps index entries small whatever the size of a serialized value.
+        Index(
+            "ix_pynenc_orchestrator_argument_app_id_argument_name_value_md5",
+            "app_id",
+            "argument_name",
+            "value_md5",
+        ),
+        {
+            "comment": "Arguments of invocations of tasks with registration or running "
+            "concurrency control, to find invocations with the same (key) arguments."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    invocation_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc invocation id.")
+    argument_name: Mapped[str] = mapped_column(primary_key=True, comment="Argument name.")
+    serialized_value: Mapped[str] = mapped_column(comment="Value, as serialized by pynenc.")
+    value_md5: Mapped[str] = mapped_column(
+        comment="md5 of serialized_value (hex), the indexed form of the value."
+    )
+
+
+class OrchestratorWaiting(Base):
+    """Blocking control: which invocation waits for the result of which."""
+
+    __tablename__ = tables.ORCHESTRATOR_WAITING
+    __table_args__ = (
+        Index(
+            "ix_pynenc_orchestrator_waiting_app_id_waited_invocation_id",
+            "app_id",
+            "waited_invocation_id",
+        ),
+        {
+            "comment": "Blocking control: an invocation waiting for the results of others. "
+            "Rows go when the waited invocation finishes."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    waiter_invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation that waits."
+    )
+    waited_invocation_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Invocation whose result it waits for."
+    )
+    created_at: Mapped[datetime] = _created_at()
+
+
+class RunnerHeartbeat(Base):
+    """Runners and their latest heartbeat, as the server's clock measured it."""
+
+    __tablename__ = tables.RUNNER_HEARTBEAT
+    __table_args__ = (
+        Index(
+            "ix_pynenc_runner_heartbeat_app_id_last_heartbeat_at",
+            "app_id",
+            "last_heartbeat_at",
+        ),
+        {
+            "comment": "One row per runner (and worker) of an app with its latest heartbeat. "
+            "A runner is dead once now() - last_heartbeat_at exceeds "
+            "runner_considered_dead_after_minutes."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    runner_id: Mapped[str] = mapped_column(primary_key=True, comment="Runner context id.")
+    can_run_atomic_service: Mapped[bool] = mapped_column(
+        comment="True when the runner may hold the atomic service (triggers, recovery)."
+    )
+    consumed_queues: Mapped[list[str]] = mapped_column(
+        ARRAY(Text()),
+        server_default=text("'{}'"),
+        comment="Broker queues the runner consumes; empty when not reported.",
+    )
+    first_heartbeat_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(),
+        comment="First heartbeat (server clock); orders runners for atomic-service slots.",
+    )
+    last_heartbeat_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="Latest heartbeat (server clock, UTC)."
+    )
+
+
+class AtomicServiceExecution(Base):
+    """Every attempt to run the atomic service, and who holds it now."""
+
+    __tablename__ = tables.ATOMIC_SERVICE_EXECUTION
+    __table_args__ = (
+        # The cluster-wide slot: at most one RUNNING execution per app.
+        Index(
+            "uq_pynenc_atomic_service_execution_app_id_running",
+            "app_id",
+            unique=True,
+            postgresql_where=text("status = 'running'"),
+        ),
+        Index(
+            "ix_pynenc_atomic_service_execution_app_id_start_time",
+            "app_id",
+            "start_time",
+        ),
+        {
+            "comment": "Atomic-service executions (trigger processing and recovery). At most "
+            "one per app is running; a dead holder's run is abandoned and the slot taken."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    atomic_service_run_id: Mapped[str] = mapped_column(
+        primary_key=True, comment="Id of this execution attempt."
+    )
+    runner_id: Mapped[str] = mapped_column(comment="Runner that made the attempt.")
+    status: Mapped[str] = mapped_column(comment="running, completed, abandoned or blocked.")
+    reason: Mapped[str] = mapped_column(
+        server_default=text("''"),
+        comment="Why it was blocked or abandoned (e.g. prior_running:..., holder dead).",
+    )
+    start_time: Mapped[datetime] = mapped_column(
+        comment="Start as reported by the runner, or the server clock when not reported."
+    )
+    end_time: Mapped[datetime | None] = mapped_column(
+        comment="End as reported by the runner (server clock when abandoned); NULL while running."
+    )
+    recorded_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(),
+        comment="When the attempt was written (server clock); a new holder is never "
+        "considered dead before runner_considered_dead_after_minutes from here.",
+    )
 
 
 class TriggerCondition(Base):
@@ -629,12 +832,7 @@ class TriggerRunParticipant(Base):
 
 VERSION_TABLE = tables.VERSION_TABLE
 
-"""Views created by migration 0002; not modelled, so autogenerate must skip them."""
-
-# The trigger's tables, which PostgresTrigger owns and purges.
+# Each component's tables; each component's purge() empties its own for one app.
 TRIGGER_TABLES: tuple[str, ...] = tables.TRIGGER_TABLES
-
-# The state backend's tables, for code that walks them all (purges, audits, size reports).
-STATE_TABLES: tuple[str, ...] = tuple(
-    name for name in Base.metadata.tables if name not in TRIGGER_TABLES
-)
+ORCHESTRATOR_TABLES: tuple[str, ...] = tables.ORCHESTRATOR_TABLES
+STATE_TABLES: tuple[str, ...] = tables.STATE_TABLES

@@ -17,6 +17,19 @@ WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
 
 VERSION_TABLE = "pynenc_alembic_version"
 
+# The state backend's tables, which PostgresStateBackend owns and purges.
+STATE_TABLES = (
+    INVOCATION_HISTORY,
+    INVOCATION_RESULT,
+    INVOCATION_EXCEPTION,
+    WORKFLOW_SUB_INVOCATION,
+    WORKFLOW_DATA,
+    WORKFLOW_RUN,
+    INVOCATION,
+    RUNNER_CONTEXT,
+    APP_INFO,
+)
+
 TRIGGER_CONDITION = "pynenc_trigger_condition"
 TRIGGER_SOURCE_TASK_CONDITION = "pynenc_trigger_source_task_condition"
 TRIGGER_DEFINITION = "pynenc_trigger_definition"
@@ -44,11 +57,26 @@ TRIGGER_TABLES = (
     TRIGGER_RUN_PARTICIPANT,
 )
 
+# The orchestrator's tables, which PostgresOrchestrator owns and purges.
+ORCHESTRATOR_INVOCATION = "pynenc_orchestrator_invocation"
+ORCHESTRATOR_ARGUMENT = "pynenc_orchestrator_argument"
+ORCHESTRATOR_WAITING = "pynenc_orchestrator_waiting"
+RUNNER_HEARTBEAT = "pynenc_runner_heartbeat"
+ATOMIC_SERVICE_EXECUTION = "pynenc_atomic_service_execution"
+ORCHESTRATOR_TABLES = (
+    ORCHESTRATOR_INVOCATION,
+    ORCHESTRATOR_ARGUMENT,
+    ORCHESTRATOR_WAITING,
+    RUNNER_HEARTBEAT,
+    ATOMIC_SERVICE_EXECUTION,
+)
+
 # Views created by migrations. They are not modelled, so whatever must tell our objects
 # from an application's (pynenc_postgres.autogenerate) learns their names here.
 INVOCATION_STATUS_VIEW = "pynenc_invocation_status"
 INVOCATION_TIMELINE_VIEW = "pynenc_invocation_timeline"
-VIEWS: tuple[str, ...] = (INVOCATION_STATUS_VIEW, INVOCATION_TIMELINE_VIEW)
+RUNNER_STATUS_VIEW = "pynenc_runner_status"
+VIEWS: tuple[str, ...] = (INVOCATION_STATUS_VIEW, INVOCATION_TIMELINE_VIEW, RUNNER_STATUS_VIEW)
 
 # Every table and view pynenc-postgres creates, now or in a later migration, is named
 # with this prefix: it is reserved for pynenc-postgres in the schema that holds them.
