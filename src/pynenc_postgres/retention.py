@@ -185,7 +185,8 @@ def purge_invocations(
 ) -> PurgeReport:
     """Delete one app's invocations by current status and its age, in batches.
 
-    :param settings: the database (its schema must be at head).
+    :param settings: the database. Its schema must be at head: a purge never creates
+        or migrates it, even with ``auto_migrate``.
     :param app_id: the app whose invocations are purged; no other app is touched.
     :param older_than: only invocations whose current status was recorded at least this
         long ago (server clock). None: any age.
@@ -204,7 +205,8 @@ def purge_invocations(
     scope = parse_statuses(statuses) if statuses is not None else final_statuses()
     if not scope:
         raise PostgresConfigError("A purge needs at least one status.")
-    database = get_database(settings)
+    # Deleting rows is no reason to run DDL, whatever postgres_auto_migrate says.
+    database = get_database(settings.without_schema_changes())
 
     def server_now(conn: psycopg.Connection[Any]) -> datetime:
         row = conn.execute("SELECT now()").fetchone()

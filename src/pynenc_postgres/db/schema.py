@@ -42,6 +42,10 @@ if TYPE_CHECKING:
 UPGRADE_COMMAND = "pynenc-postgres db upgrade"
 DOWNGRADE_COMMAND = "pynenc-postgres db downgrade"
 SQL_COMMAND = "pynenc-postgres db sql"
+NEVER_MIGRATES = (
+    " Retention and inspection (pynenc-postgres purge, inspect) never change the schema, "
+    "whatever postgres_auto_migrate says."
+)
 
 
 def migrations_path() -> Path:
@@ -290,8 +294,9 @@ def ensure_ready(database: Database, conn: psycopg.Connection[Any]) -> None:
     """Startup check, run once per process on the first connection.
 
     With ``postgres_auto_migrate`` a missing or outdated schema is upgraded under the
-    advisory lock, so concurrent starters wait for one migration and then find it done.
-    Otherwise a schema that is missing, behind or ahead raises the matching
+    advisory lock, so concurrent starters wait for one migration and then find it done;
+    settings marked ``never_migrate`` (retention, inspection) never do that. Otherwise a
+    schema that is missing, behind or ahead raises the matching
     :class:`~pynenc_postgres.db.errors.SchemaError`, naming the command that fixes it.
 
     :param database: the process's database handle.
@@ -301,7 +306,8 @@ def ensure_ready(database: Database, conn: psycopg.Connection[Any]) -> None:
     found = _status_of(_read_revision(conn, settings.schema))
     if found.state == "up to date":
         return
-    if settings.auto_migrate and found.state in ("missing", "behind"):
+    migrate = settings.auto_migrate and not settings.never_migrate
+    if migrate and found.state in ("missing", "behind"):
         upgrade(settings, "head")
         return
     error = schema_error(found, settings)
@@ -327,8 +333,12 @@ def schema_error(found: SchemaStatus, settings: DatabaseSettings) -> SchemaError
         return SchemaMissingError(
             f"The pynenc-postgres tables do not exist in {where}. Create them with: "
             f"{UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
-            f"{SQL_COMMAND} head{_schema_option(settings)}. Or set "
-            "postgres_auto_migrate=True to create them on first connect."
+            f"{SQL_COMMAND} head{_schema_option(settings)}."
+            + (
+                NEVER_MIGRATES
+                if settings.never_migrate
+                else " Or set postgres_auto_migrate=True to create them on first connect."
+            )
         )
     if found.state == "behind":
         return SchemaBehindError(
@@ -336,6 +346,7 @@ def schema_error(found: SchemaStatus, settings: DatabaseSettings) -> SchemaError
             f"this version of pynenc-postgres needs revision {found.head}. Upgrade them "
             f"with: {UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
             f"{SQL_COMMAND} {found.current}:head{_schema_option(settings)}."
+            + (NEVER_MIGRATES if settings.never_migrate else "")
         )
     return SchemaAheadError(
         f"The pynenc-postgres tables in {where} are at revision {found.current}, which "
