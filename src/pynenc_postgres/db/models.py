@@ -19,7 +19,7 @@ Rules every table follows:
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, MetaData, Text, func, text
+from sqlalchemy import BigInteger, Boolean, Identity, MetaData, Text, func, text
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
@@ -108,7 +108,12 @@ class Invocation(Base):
 
 
 class InvocationHistory(Base):
-    """Append-only status changes; the audit trail of every invocation."""
+    """Append-only status changes; the audit trail of every invocation.
+
+    Rows of one invocation are ordered by ``(recorded_at, write_order, status)``:
+    ``recorded_at`` is pynenc's clock, which two changes can share to the microsecond,
+    and ``write_order`` then keeps the order they were written in.
+    """
 
     __tablename__ = tables.INVOCATION_HISTORY
     __table_args__ = (
@@ -120,6 +125,16 @@ class InvocationHistory(Base):
             "status",
         ),
         Index("ix_pynenc_invocation_history_app_id_runner_id", "app_id", "runner_id"),
+        # An invocation's rows in write order: its current status is the first entry
+        # of a backward scan, and get_history reads it forward.
+        Index(
+            "ix_pynenc_invocation_history_invocation_order",
+            "app_id",
+            "invocation_id",
+            "recorded_at",
+            "write_order",
+            "status",
+        ),
         {"comment": "Append-only status history. The natural key makes a resent insert a no-op."},
     )
 
@@ -146,6 +161,14 @@ class InvocationHistory(Base):
     )
     registered_by_invocation_id: Mapped[str | None] = mapped_column(
         comment="For REGISTERED rows: the parent invocation that registered it."
+    )
+    write_order: Mapped[int] = mapped_column(
+        Identity(always=False),
+        comment=(
+            "Order in which the server inserted the rows (an identity): breaks ties between "
+            "rows of one invocation with the same recorded_at. 0 for rows written before "
+            "revision 0003."
+        ),
     )
 
 
@@ -290,7 +313,7 @@ class WorkflowSubInvocation(Base):
 
 VERSION_TABLE = tables.VERSION_TABLE
 
-"""Views created by migration 0002; not modelled, so autogenerate must skip them."""
+"""Views created by migration 0002 (replaced by 0003); not modelled, so autogenerate skips them."""
 
 # Every table of the schema, for code that walks them all (purges, audits, size reports).
 STATE_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)

@@ -13,6 +13,7 @@ import importlib.metadata
 import io
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -81,7 +82,9 @@ def alembic_config(
     """
     from alembic.config import Config
 
-    cfg = Config(output_buffer=output) if output is not None else Config()
+    # Alembic's default stdout is the sys.stdout of the moment alembic.config was first
+    # imported, which may since have been replaced and closed (pytest's capsys does).
+    cfg = Config(output_buffer=output, stdout=sys.stdout)
     cfg.set_main_option("script_location", str(migrations_path()))
     if settings is not None:
         cfg.attributes["schema"] = settings.schema
