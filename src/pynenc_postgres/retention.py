@@ -1,8 +1,9 @@
 """Retention: delete old invocations of one app in short, index-backed batches.
 
 An invocation is in scope when it belongs to the app, its current status (its latest
-history row, in write order) is one of the requested statuses (by default pynenc's final statuses)
-and, with ``older_than``, that status was recorded before ``now() - older_than``.
+history row, in write order) is one of the requested statuses (by default pynenc's
+final statuses) and, with ``older_than``, that status was recorded before
+``now() - older_than``.
 
 Candidates are read in keyset order from the history index
 ``(app_id, recorded_at, invocation_id, status)``, so every batch starts where the
