@@ -130,7 +130,7 @@ def _candidates_sql(schema: str, with_cutoff: bool) -> str:
     cutoff = "AND h.recorded_at < %(cutoff)s" if with_cutoff else ""
     # The scan walks the (app_id, recorded_at, invocation_id, status) index from the
     # cursor, which is unique (the primary key's columns). The NOT EXISTS probe of the
-    # (app_id, invocation_id, recorded_at, write_order, status) index keeps only each
+    # primary key (app_id, invocation_id, recorded_at >= the row's) keeps only each
     # invocation's latest row in write order, so an invocation whose status moved on,
     # even within the same microsecond, is never in scope.
     return f"""
