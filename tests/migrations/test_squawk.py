@@ -30,12 +30,6 @@ ACCEPTED: dict[tuple[str, str], str] = {
         "reads) to pynenc_workflow_sub_invocation while it runs; lock_timeout bounds the "
         "wait for the lock."
     ),
-    ("0003", "require-concurrent-index-creation"): (
-        "The same for ix_pynenc_invocation_history_invocation_order on the history table. "
-        "Inside the migration's transaction the build also holds the ALTER TABLE's lock, so "
-        "docs/migrations.md shows how to build the index CONCURRENTLY before the upgrade, "
-        "which then skips it (IF NOT EXISTS)."
-    ),
     ("0003", "ban-drop-default"): (
         "The default dropped is the constant 0 with which the previous statement added "
         "write_order without rewriting the table. No insert names write_order (none of "
