@@ -38,7 +38,7 @@ def invocation_rows(url: str) -> list[tuple[str, str | None, str, int, str | Non
             WITH last AS (
                 SELECT DISTINCT ON (invocation_id) invocation_id, status
                 FROM pynenc_invocation_history WHERE app_id = %(app)s
-                ORDER BY invocation_id, recorded_at DESC
+                ORDER BY invocation_id, recorded_at DESC, write_order DESC, status DESC
             ), retries AS (
                 SELECT invocation_id, count(*) AS n FROM pynenc_invocation_history
                 WHERE app_id = %(app)s AND status = 'retry' GROUP BY invocation_id

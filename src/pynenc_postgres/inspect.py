@@ -6,7 +6,6 @@ use the same credentials as an auditor and can never change a row.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ class InvocationDetail:
 
 def _read_only_database(settings: DatabaseSettings) -> Database:
     # Inspecting must never migrate, whatever postgres_auto_migrate says.
-    return get_database(dataclasses.replace(settings, auto_migrate=False))
+    return get_database(settings.without_schema_changes())
 
 
 def _read(settings: DatabaseSettings, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -1,8 +1,9 @@
 """Retention: delete old invocations of one app in short, index-backed batches.
 
 An invocation is in scope when it belongs to the app, its current status (its latest
-history row) is one of the requested statuses (by default pynenc's final statuses)
-and, with ``older_than``, that status was recorded before ``now() - older_than``.
+history row, in write order) is one of the requested statuses (by default pynenc's
+final statuses) and, with ``older_than``, that status was recorded before
+``now() - older_than``.
 
 Candidates are read in keyset order from the history index
 ``(app_id, recorded_at, invocation_id, status)``, so every batch starts where the
@@ -128,14 +129,17 @@ def _candidates_sql(schema: str, with_cutoff: bool) -> str:
     hist = f"{quote_ident(schema)}.{m.InvocationHistory.__tablename__}"
     cutoff = "AND h.recorded_at < %(cutoff)s" if with_cutoff else ""
     # The scan walks the (app_id, recorded_at, invocation_id, status) index from the
-    # cursor; the NOT EXISTS probe of the primary key keeps only each invocation's
-    # latest row, so an invocation whose status moved on is never in scope.
+    # cursor, which is unique (the primary key's columns). The NOT EXISTS probe of the
+    # primary key (app_id, invocation_id, recorded_at >= the row's) keeps only each
+    # invocation's latest row in write order, so an invocation whose status moved on,
+    # even within the same microsecond, is never in scope.
     return f"""
         SELECT h.recorded_at, h.invocation_id, h.status,
                NOT EXISTS (
                    SELECT 1 FROM {hist} later
                    WHERE later.app_id = h.app_id AND later.invocation_id = h.invocation_id
-                     AND (later.recorded_at, later.status) > (h.recorded_at, h.status)
+                     AND (later.recorded_at, later.write_order, later.status)
+                         > (h.recorded_at, h.write_order, h.status)
                ) AS is_latest
         FROM {hist} h
         WHERE h.app_id = %(app_id)s {cutoff}
@@ -185,7 +189,8 @@ def purge_invocations(
 ) -> PurgeReport:
     """Delete one app's invocations by current status and its age, in batches.
 
-    :param settings: the database (its schema must be at head).
+    :param settings: the database. Its schema must be at head: a purge never creates
+        or migrates it, even with ``auto_migrate``.
     :param app_id: the app whose invocations are purged; no other app is touched.
     :param older_than: only invocations whose current status was recorded at least this
         long ago (server clock). None: any age.
@@ -204,7 +209,8 @@ def purge_invocations(
     scope = parse_statuses(statuses) if statuses is not None else final_statuses()
     if not scope:
         raise PostgresConfigError("A purge needs at least one status.")
-    database = get_database(settings)
+    # Deleting rows is no reason to run DDL, whatever postgres_auto_migrate says.
+    database = get_database(settings.without_schema_changes())
 
     def server_now(conn: psycopg.Connection[Any]) -> datetime:
         row = conn.execute("SELECT now()").fetchone()

@@ -117,7 +117,8 @@ def _latest_status(url: str, app_id: str, invocation_id: str) -> str | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute(
             "SELECT status FROM pynenc_invocation_history WHERE app_id = %s "
-            "AND invocation_id = %s ORDER BY recorded_at DESC, status DESC LIMIT 1",
+            "AND invocation_id = %s ORDER BY recorded_at DESC, write_order DESC, status DESC "
+            "LIMIT 1",
             (app_id, invocation_id),
         ).fetchone()
     return row[0] if row else None

@@ -27,15 +27,18 @@ Rows = dict[str, set[tuple[Any, ...]]]
 
 
 def current_statuses(rows: Rows, app_id: str) -> dict[str, tuple[Any, str]]:
-    """invocation id -> (recorded_at, status) of its latest history row, computed in Python."""
-    latest: dict[str, tuple[Any, str]] = {}
+    """invocation id -> (recorded_at, status) of its latest history row, computed in Python.
+
+    Latest in write order: by recorded_at, then write_order (the table's last column),
+    then status, as the views and retention order them.
+    """
+    latest: dict[str, tuple[Any, int, str]] = {}
     for row in rows["pynenc_invocation_history"]:
         app, invocation_id, recorded_at, status = row[:4]
-        if app != app_id:
-            continue
-        if invocation_id not in latest or (recorded_at, status) > latest[invocation_id]:
-            latest[invocation_id] = (recorded_at, status)
-    return latest
+        key = (recorded_at, row[-1], status)
+        if app == app_id and (invocation_id not in latest or key > latest[invocation_id]):
+            latest[invocation_id] = key
+    return {i: (at, status) for i, (at, _order, status) in latest.items()}
 
 
 def rows_of(rows: Rows, app_id: str, ids: set[str]) -> Rows:
@@ -164,13 +167,7 @@ def test_an_invocation_whose_status_moved_on_is_not_in_scope(
     # current status counts. Which other invocations sit in retry or pending at the end
     # of the real runs depends on timing, so the expectation is read from the history.
     settings = DatabaseSettings(url=seeded_url)
-    latest: dict[str, tuple[Any, str]] = {}
-    for app_id, inv_id, recorded_at, status, *_ in all_rows(seeded_url)[
-        "pynenc_invocation_history"
-    ]:
-        if app_id != APP_A:
-            continue
-        latest[inv_id] = max(latest.get(inv_id, (recorded_at, status)), (recorded_at, status))
+    latest = current_statuses(all_rows(seeded_url), APP_A)
     flaky = audit_seed.ids["flaky"]
     flaky_history = {
         row[3] for row in all_rows(seeded_url)["pynenc_invocation_history"] if row[1] == flaky

@@ -1,9 +1,10 @@
-"""The audit views of migration 0002: contents, index use, schema binding, downgrade."""
+"""The audit views (0002, in write order since 0003): contents, index use, schema, downgrade."""
 
 from __future__ import annotations
 
 import itertools
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,6 +12,8 @@ import pytest
 
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.retention import _candidates_sql
+from pynenc_postgres.state_backend.sql import statements
 from tests.audit.conftest import APP_A, Seed
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
@@ -76,7 +79,8 @@ def test_timeline_view_matches_the_history_in_order(audit_seed: Seed, seeded_url
             invocation_id = audit_seed.ids[name]
             history = conn.execute(
                 "SELECT status, recorded_at, runner_id FROM pynenc_invocation_history "
-                "WHERE app_id = %s AND invocation_id = %s ORDER BY recorded_at, status",
+                "WHERE app_id = %s AND invocation_id = %s "
+                "ORDER BY recorded_at, write_order, status",
                 (APP_A, invocation_id),
             ).fetchall()
             timeline = conn.execute(
@@ -93,9 +97,9 @@ def test_timeline_view_matches_the_history_in_order(audit_seed: Seed, seeded_url
                 assert current[6] == current[2] - timeline[0][2]
 
 
-def plan(conn: psycopg.Connection, query: str) -> list[dict[str, Any]]:
+def plan(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
     """Every node of the plan, flattened."""
-    row = conn.execute(f"EXPLAIN (FORMAT JSON) {query}").fetchone()
+    row = conn.execute(f"EXPLAIN (FORMAT JSON) {query}", params).fetchone()
     assert row is not None
     document = row[0] if not isinstance(row[0], str) else json.loads(row[0])
     nodes: list[dict[str, Any]] = []
@@ -109,7 +113,24 @@ def plan(conn: psycopg.Connection, query: str) -> list[dict[str, Any]]:
     return nodes
 
 
-def test_views_are_index_backed_on_a_large_history(database_url: str) -> None:
+def per_invocation_pk_scans(nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan's history scans, each checked to be a primary-key range of one invocation.
+
+    History has no index in write order: an invocation's rows are read through the
+    primary key ``(app_id, invocation_id, recorded_at, status)`` and a sort over those
+    few rows is expected. What must not happen is a scan of the whole table or of a
+    range wider than one invocation.
+    """
+    scans = [n for n in nodes if n.get("Relation Name") == "pynenc_invocation_history"]
+    for scan in scans:
+        assert scan["Node Type"] in ("Index Scan", "Index Only Scan"), scan
+        assert scan["Index Name"] == "pk_pynenc_invocation_history", scan
+        condition = scan["Index Cond"]
+        assert "app_id =" in condition and "invocation_id =" in condition, scan
+    return scans
+
+
+def test_views_and_history_reads_are_index_backed_on_a_large_history(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             """INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id,
@@ -135,18 +156,9 @@ def test_views_are_index_backed_on_a_large_history(database_url: str) -> None:
         )
         scans = {(n["Node Type"], n.get("Relation Name"), n.get("Index Name")) for n in status_plan}
         assert ("Index Scan", "pynenc_invocation", "pk_pynenc_invocation") in scans
-        assert (
-            "Index Scan",
-            "pynenc_invocation_history",
-            "pk_pynenc_invocation_history",
-        ) in scans
-        backward = [
-            n
-            for n in status_plan
-            if n.get("Relation Name") == "pynenc_invocation_history"
-            and n.get("Scan Direction") == "Backward"
-        ]
-        assert backward, "the latest history row is read by a backward index scan"
+        # Two probes (latest row, first row), each an index range of one invocation on
+        # the primary key; sorting those few rows by write order is expected.
+        assert len(per_invocation_pk_scans(status_plan)) == 2, status_plan
         big = {"pynenc_invocation", "pynenc_invocation_history"}
         assert not [
             n for n in status_plan if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in big
@@ -157,15 +169,59 @@ def test_views_are_index_backed_on_a_large_history(database_url: str) -> None:
             "SELECT * FROM pynenc_invocation_timeline "
             "WHERE app_id = 'app-1' AND invocation_id = 'inv-101'",
         )
-        history_scans = [
-            n for n in timeline_plan if n.get("Relation Name") == "pynenc_invocation_history"
-        ]
-        assert [n["Node Type"] for n in history_scans] in (["Index Scan"], ["Index Only Scan"])
+        assert len(per_invocation_pk_scans(timeline_plan)) == 1, timeline_plan
         assert not [
             n
             for n in timeline_plan
             if n["Node Type"] == "Seq Scan" and n.get("Relation Name") in big
         ]
+
+        # The backend's history reads and retention's "is this the latest row?" probe.
+        sql = statements("public")
+        at = datetime(2026, 1, 1, tzinfo=UTC)
+        history_plan = plan(conn, sql.get_history, ("app-1", "inv-101"))
+        assert len(per_invocation_pk_scans(history_plan)) == 1, history_plan
+        assert not [n for n in history_plan if n["Node Type"] == "Seq Scan"]
+
+        # The time-range keyset walks the (app_id, recorded_at, invocation_id, status)
+        # index from the cursor: the index condition starts at (recorded_at,
+        # invocation_id), and only rows sharing both are sorted by write_order. The
+        # range spans all of app-1's rows, so sorting the range instead would be costly.
+        first = conn.execute(
+            "SELECT recorded_at, invocation_id, write_order, status "
+            "FROM pynenc_invocation_history WHERE app_id = 'app-1' "
+            "ORDER BY recorded_at, invocation_id, write_order, status LIMIT 1"
+        ).fetchone()
+        assert first is not None
+        next_batch = plan(
+            conn,
+            sql.history_in_timerange_next,
+            ("app-1", *first, first[0] + timedelta(days=1), 100),
+        )
+        range_scans = [n for n in next_batch if "Index Name" in n]
+        assert [n["Index Name"] for n in range_scans] == [
+            "ix_pynenc_invocation_history_app_id_recorded_at"
+        ], next_batch
+        assert "invocation_id" in range_scans[0]["Index Cond"], range_scans[0]
+        assert not [n for n in next_batch if n["Node Type"] in ("Seq Scan", "Sort")], next_batch
+
+        candidates = plan(
+            conn,
+            _candidates_sql("public", with_cutoff=True),
+            {
+                "app_id": "app-1",
+                "cutoff": at,
+                "statuses": ["success"],
+                "after_at": at - timedelta(days=1),
+                "after_id": "",
+                "after_status": "",
+                "limit": 1000,
+            },
+        )
+        probe = [n for n in candidates if n.get("Parent Relationship") == "SubPlan"]
+        assert probe == per_invocation_pk_scans(probe), candidates
+        assert len(probe) == 1, candidates
+        assert not [n for n in candidates if n["Node Type"] == "Seq Scan"]
 
 
 def test_downgrade_removes_views_and_index_and_upgrade_restores_them(database_url: str) -> None:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 REPO = Path(__file__).resolve().parents[2]
 VERSIONS = REPO / "alembic" / "versions"
 
-# Relations, columns, indexes and constraints outside the system schemas.
+# Relations, columns, indexes, constraints, view definitions and comments outside the
+# system schemas.
 _CATALOG = {
     "relations": """
         SELECT n.nspname, c.relname, c.relkind::text
@@ -50,6 +51,19 @@ _CATALOG = {
         SELECT nspname, '', '' FROM pg_namespace
         WHERE nspname NOT IN ('pg_catalog', 'information_schema')
           AND nspname NOT LIKE 'pg_toast%%' AND nspname NOT LIKE 'pg_temp%%'""",
+    "views": """
+        SELECT schemaname, viewname, definition FROM pg_views
+        WHERE schemaname NOT IN ('pg_catalog', 'information_schema')""",
+    # Comments on relations and on their columns (by name: a column dropped and added
+    # again gets a new number).
+    "comments": """
+        SELECT n.nspname, c.relname, coalesce(a.attname, ''), d.description
+        FROM pg_description d
+        JOIN pg_class c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum = d.objsubid
+                                AND d.objsubid > 0
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')""",
 }
 
 

@@ -19,7 +19,7 @@ Rules every table follows:
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, MetaData, Text, func, text
+from sqlalchemy import BigInteger, Boolean, Identity, MetaData, Text, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index
@@ -108,7 +108,14 @@ class Invocation(Base):
 
 
 class InvocationHistory(Base):
-    """Append-only status changes; the audit trail of every invocation."""
+    """Append-only status changes; the audit trail of every invocation.
+
+    Rows of one invocation are ordered by ``(recorded_at, write_order, status)``:
+    ``recorded_at`` is pynenc's clock, which two changes can share to the microsecond,
+    and ``write_order`` then keeps the order they were written in. No index holds that
+    order: readers reach an invocation's few rows through the primary key and sort them,
+    which is cheaper than maintaining one more index on every insert.
+    """
 
     __tablename__ = tables.INVOCATION_HISTORY
     __table_args__ = (
@@ -146,6 +153,14 @@ class InvocationHistory(Base):
     )
     registered_by_invocation_id: Mapped[str | None] = mapped_column(
         comment="For REGISTERED rows: the parent invocation that registered it."
+    )
+    write_order: Mapped[int] = mapped_column(
+        Identity(always=False),
+        comment=(
+            "Order in which the server inserted the rows (an identity): breaks ties between "
+            "rows of one invocation with the same recorded_at. 0 for rows written before "
+            "revision 0005."
+        ),
     )
 
 

@@ -13,6 +13,7 @@ import importlib.metadata
 import io
 import re
 import shlex
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,6 +43,10 @@ if TYPE_CHECKING:
 UPGRADE_COMMAND = "pynenc-postgres db upgrade"
 DOWNGRADE_COMMAND = "pynenc-postgres db downgrade"
 SQL_COMMAND = "pynenc-postgres db sql"
+NEVER_MIGRATES = (
+    " Retention and inspection (pynenc-postgres purge, inspect) never change the schema, "
+    "whatever postgres_auto_migrate says."
+)
 
 
 def migrations_path() -> Path:
@@ -77,7 +82,9 @@ def alembic_config(
     """
     from alembic.config import Config
 
-    cfg = Config(output_buffer=output) if output is not None else Config()
+    # Alembic's default stdout is the sys.stdout of the moment alembic.config was first
+    # imported, which may since have been replaced and closed (pytest's capsys does).
+    cfg = Config(output_buffer=output, stdout=sys.stdout)
     cfg.set_main_option("script_location", str(migrations_path()))
     if settings is not None:
         cfg.attributes["schema"] = settings.schema
@@ -294,8 +301,9 @@ def ensure_ready(database: Database, conn: psycopg.Connection[Any]) -> None:
     """Startup check, run once per process on the first connection.
 
     With ``postgres_auto_migrate`` a missing or outdated schema is upgraded under the
-    advisory lock, so concurrent starters wait for one migration and then find it done.
-    Otherwise a schema that is missing, behind or ahead raises the matching
+    advisory lock, so concurrent starters wait for one migration and then find it done;
+    settings marked ``never_migrate`` (retention, inspection) never do that. Otherwise a
+    schema that is missing, behind or ahead raises the matching
     :class:`~pynenc_postgres.db.errors.SchemaError`, naming the command that fixes it.
 
     :param database: the process's database handle.
@@ -305,7 +313,8 @@ def ensure_ready(database: Database, conn: psycopg.Connection[Any]) -> None:
     found = _status_of(_read_revision(conn, settings.schema))
     if found.state == "up to date":
         return
-    if settings.auto_migrate and found.state in ("missing", "behind"):
+    migrate = settings.auto_migrate and not settings.never_migrate
+    if migrate and found.state in ("missing", "behind"):
         upgrade(settings, "head")
         return
     error = schema_error(found, settings)
@@ -331,8 +340,12 @@ def schema_error(found: SchemaStatus, settings: DatabaseSettings) -> SchemaError
         return SchemaMissingError(
             f"The pynenc-postgres tables do not exist in {where}. Create them with: "
             f"{UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
-            f"{SQL_COMMAND} head{_schema_option(settings)}. Or set "
-            "postgres_auto_migrate=True to create them on first connect."
+            f"{SQL_COMMAND} head{_schema_option(settings)}."
+            + (
+                NEVER_MIGRATES
+                if settings.never_migrate
+                else " Or set postgres_auto_migrate=True to create them on first connect."
+            )
         )
     if found.state == "behind":
         return SchemaBehindError(
@@ -340,6 +353,7 @@ def schema_error(found: SchemaStatus, settings: DatabaseSettings) -> SchemaError
             f"this version of pynenc-postgres needs revision {found.head}. Upgrade them "
             f"with: {UPGRADE_COMMAND}{options}{hint}. Review the SQL first with: "
             f"{SQL_COMMAND} {found.current}:head{_schema_option(settings)}."
+            + (NEVER_MIGRATES if settings.never_migrate else "")
         )
     return SchemaAheadError(
         f"The pynenc-postgres tables in {where} are at revision {found.current}, which "

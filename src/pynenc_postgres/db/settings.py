@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -61,6 +62,10 @@ class DatabaseSettings:
 
     :param url: the database URL (kept secret: not shown by ``repr``).
     :param schema: Postgres schema holding the tables and the version table.
+    :param auto_migrate: the startup check upgrades a missing or outdated schema.
+    :param never_migrate: set by callers that must never change the schema (retention,
+        inspection): the startup check reports a missing or outdated schema, whatever
+        ``auto_migrate`` says. See :meth:`without_schema_changes`.
     """
 
     url: str = field(repr=False)
@@ -75,6 +80,7 @@ class DatabaseSettings:
     prepare_threshold: int = 1
     apply_settings: str = "startup"
     auto_migrate: bool = False
+    never_migrate: bool = False
     migration_lock_timeout_ms: int = 10_000
     retry_attempts: int = 6
     retry_initial_delay: float = 0.1
@@ -124,6 +130,15 @@ class DatabaseSettings:
             retry_initial_delay=conf.postgres_retry_initial_delay,
             retry_max_delay=conf.postgres_retry_max_delay,
         )
+
+    def without_schema_changes(self) -> DatabaseSettings:
+        """These settings for a caller that reads or deletes rows but never runs DDL.
+
+        ``postgres_auto_migrate`` is meant for pynenc's runtime; a ``purge`` or an
+        ``inspect`` against a database whose schema is missing or behind reports that,
+        with the command that fixes it, instead of migrating it.
+        """
+        return dataclasses.replace(self, auto_migrate=False, never_migrate=True)
 
     @property
     def server(self) -> str:

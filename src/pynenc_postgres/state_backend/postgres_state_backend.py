@@ -272,7 +272,10 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         end_time: datetime,
         batch_size: int = 100,
     ) -> Iterator[list[InvocationHistory]]:
-        """History rows in timestamp order, by keyset on (timestamp, invocation, status)."""
+        """History rows in timestamp order, each invocation's in write order.
+
+        Keyset pagination on (recorded_at, invocation_id, write_order, status).
+        """
         start, end = as_utc(start_time), as_utc(end_time)
         rows = self._fetchall(
             self.sql.history_in_timerange_first, (self.app_id, start, end, batch_size)
@@ -284,7 +287,7 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
             last = rows[-1]
             rows = self._fetchall(
                 self.sql.history_in_timerange_next,
-                (self.app_id, last[1], last[0], last[2], end, batch_size),
+                (self.app_id, last[1], last[0], last[7], last[2], end, batch_size),
             )
 
     # -- results and exceptions ----------------------------------------------------
@@ -445,7 +448,8 @@ def _exception_summary(serialized_exception: str) -> tuple[str, bool]:
 
 
 def _history_from_row(row: HistoryRow) -> InvocationHistory:
-    invocation_id, recorded_at, status, owner, status_set_at, runner_id, registered_by = row
+    # Time-range reads append write_order, their pagination key, after these columns.
+    invocation_id, recorded_at, status, owner, status_set_at, runner_id, registered_by = row[:7]
     history = InvocationHistory(
         invocation_id=invocation_id,
         status_record=InvocationStatusRecord(

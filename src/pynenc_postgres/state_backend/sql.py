@@ -1,7 +1,9 @@
 """Every statement the state backend runs, written once per Postgres schema.
 
 Writes are ``INSERT ... ON CONFLICT`` so a statement resent after a dropped
-connection is a no-op or the same update. Batches arrive as arrays and are unnested
+connection is a no-op or the same update. History rows are read in write order:
+``(recorded_at, write_order, status)``, because two status changes can share
+``recorded_at`` to the microsecond. Batches arrive as arrays and are unnested
 server-side: one statement and one round trip per call, whatever the batch size.
 Each read is backed by an index whose leading column is ``app_id``.
 """
@@ -74,6 +76,8 @@ def statements(schema: str) -> StateBackendSql:
         "invocation_id, recorded_at, status, status_owner_id, status_set_at, "
         "runner_id, registered_by_invocation_id"
     )
+    # The natural key: a resent row is a no-op, and keeps its first write_order.
+    history_key = "(app_id, invocation_id, recorded_at, status)"
     ctx_columns = "runner_id, runner_cls, parent_runner_id, pid, hostname, thread_id"
     return StateBackendSql(
         upsert_invocations=f"""
@@ -121,16 +125,16 @@ def statements(schema: str) -> StateBackendSql:
             INSERT INTO {hist} (invocation_id, app_id, recorded_at, status, status_owner_id,
                                 status_set_at, runner_id, registered_by_invocation_id)
             VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-            ON CONFLICT DO NOTHING""",
+            ON CONFLICT {history_key} DO NOTHING""",
         add_histories=f"""
             INSERT INTO {hist} (app_id, {history_columns})
             SELECT %s, u.invocation_id, %s, %s, %s, %s, %s, %s
             FROM unnest(%s::text[]) AS u(invocation_id)
-            ON CONFLICT DO NOTHING""",
+            ON CONFLICT {history_key} DO NOTHING""",
         get_history=f"""
             SELECT {history_columns} FROM {hist}
             WHERE app_id = %s AND invocation_id = %s
-            ORDER BY recorded_at, status""",
+            ORDER BY recorded_at, write_order, status""",
         set_result=f"""
             INSERT INTO {res} (app_id, invocation_id, serialized_result) VALUES (%s, %s, %s)
             ON CONFLICT (app_id, invocation_id) DO UPDATE
@@ -218,15 +222,19 @@ def statements(schema: str) -> StateBackendSql:
             WHERE app_id = %s AND recorded_at >= %s AND recorded_at <= %s
               AND invocation_id > %s
             ORDER BY invocation_id LIMIT %s""",
+        # Keyset pagination: (recorded_at, invocation_id, write_order, status) is unique
+        # (the primary key's columns and one more) and the selects end with write_order,
+        # so a batch resumes right after the last row of the previous one.
         history_in_timerange_first=f"""
-            SELECT {history_columns} FROM {hist}
+            SELECT {history_columns}, write_order FROM {hist}
             WHERE app_id = %s AND recorded_at >= %s AND recorded_at <= %s
-            ORDER BY recorded_at, invocation_id, status LIMIT %s""",
+            ORDER BY recorded_at, invocation_id, write_order, status LIMIT %s""",
         history_in_timerange_next=f"""
-            SELECT {history_columns} FROM {hist}
-            WHERE app_id = %s AND (recorded_at, invocation_id, status) > (%s, %s, %s)
+            SELECT {history_columns}, write_order FROM {hist}
+            WHERE app_id = %s
+              AND (recorded_at, invocation_id, write_order, status) > (%s, %s, %s, %s)
               AND recorded_at <= %s
-            ORDER BY recorded_at, invocation_id, status LIMIT %s""",
+            ORDER BY recorded_at, invocation_id, write_order, status LIMIT %s""",
         purge_app=tuple(
             f"DELETE FROM {table} WHERE app_id = %s"
             for table in (hist, res, exc, wfs, wfd, wfr, inv, ctx, app)
