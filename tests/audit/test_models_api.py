@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.errors
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.dialects.postgresql import INTERVAL, TIMESTAMP
 from sqlalchemy.engine import make_url
@@ -265,6 +267,21 @@ def test_views_are_read_only_through_a_session(audit_seed: Seed, engine: Engine)
             session.flush()
         session.rollback()
     assert all(statement.lstrip().startswith("SELECT") for statement in statements)
+
+
+def test_a_read_only_engine_refuses_writes_with_a_role_that_could_write(
+    audit_seed: Seed, seeded_url: str
+) -> None:
+    """The documented engine option for auditing with a role that has write privileges."""
+    engine = orm_engine(seeded_url, execution_options={"postgresql_readonly": True})
+    with Session(engine) as session:
+        invocation = session.get(Invocation, (APP_A, audit_seed.ids["add"]))
+        assert invocation is not None
+        invocation.task_id = "rewritten"
+        with pytest.raises(sqlalchemy.exc.InternalError) as refused:
+            session.flush()
+        assert isinstance(refused.value.orig, psycopg.errors.ReadOnlySqlTransaction)
+    engine.dispose()
 
 
 def _insert(conn: psycopg.Connection, table: str, **row: Any) -> None:
