@@ -14,14 +14,36 @@ Rules every table follows:
 * the columns an auditor filters on are real, indexed columns;
 * no foreign keys from history to invocations: pynenc may write a history row
   before the invocation row exists.
+
+The relationships at the end of each class are for reading (the audit API,
+:mod:`pynenc_postgres.models`): every one is ``viewonly`` and joins on ``app_id`` and an
+id column marked with ``foreign()``, so they add no constraint to the schema.
 """
 
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, Identity, MetaData, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ColumnElement,
+    Identity,
+    MetaData,
+    Text,
+    and_,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    QueryableAttribute,
+    foreign,
+    mapped_column,
+    relationship,
+    remote,
+)
 from sqlalchemy.schema import Index
 
 from pynenc_postgres.db import tables
@@ -52,6 +74,32 @@ class Base(DeclarativeBase):
 def _created_at() -> Mapped[datetime]:
     return mapped_column(
         server_default=func.now(), comment="When the row was first written (server clock, UTC)."
+    )
+
+
+def history_write_order() -> list[QueryableAttribute[Any]]:
+    """The order in which an invocation's history rows were written, for ``order_by``.
+
+    ``Invocation.history`` uses it, and audit queries can too:
+    ``select(InvocationHistory).order_by(*history_write_order())``. pynenc's
+    ``recorded_at`` comes first; rows that share it to the microsecond are ordered by
+    ``write_order``, the order the server inserted them in (rows written before
+    revision 0005 share 0 and fall back to the status name).
+    """
+    return [
+        InvocationHistory.recorded_at,
+        InvocationHistory.write_order,
+        InvocationHistory.status,
+    ]
+
+
+def _rows_of_invocation(
+    table: type["InvocationHistory | InvocationResult | InvocationException"],
+) -> ColumnElement[bool]:
+    """Join of an invocation with its rows in ``table``, by app and invocation id, no FK."""
+    return and_(
+        foreign(table.app_id) == Invocation.app_id,
+        foreign(table.invocation_id) == Invocation.invocation_id,
     )
 
 
@@ -105,6 +153,46 @@ class Invocation(Base):
     updated_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), comment="When the row was last upserted (server clock, UTC)."
     )
+
+    history: Mapped[list["InvocationHistory"]] = relationship(
+        primaryjoin=lambda: _rows_of_invocation(InvocationHistory),
+        order_by=lambda: history_write_order(),
+        viewonly=True,
+    )
+    """Status changes of this invocation, in the order they were written."""
+    result: Mapped["InvocationResult | None"] = relationship(
+        primaryjoin=lambda: _rows_of_invocation(InvocationResult), viewonly=True
+    )
+    """Its serialized return value, if it returned."""
+    exception: Mapped["InvocationException | None"] = relationship(
+        primaryjoin=lambda: _rows_of_invocation(InvocationException), viewonly=True
+    )
+    """The exception it raised, if it failed."""
+    parent: Mapped["Invocation | None"] = relationship(
+        primaryjoin=lambda: and_(
+            remote(Invocation.app_id) == Invocation.app_id,
+            remote(Invocation.invocation_id) == foreign(Invocation.parent_invocation_id),
+        ),
+        viewonly=True,
+    )
+    """The invocation that called this one, if any (and if its row is still there)."""
+    children: Mapped[list["Invocation"]] = relationship(
+        primaryjoin=lambda: and_(
+            remote(Invocation.app_id) == Invocation.app_id,
+            foreign(remote(Invocation.parent_invocation_id)) == Invocation.invocation_id,
+        ),
+        order_by=lambda: (Invocation.created_at, Invocation.invocation_id),
+        viewonly=True,
+    )
+    """Invocations this one called, oldest row first."""
+    workflow: Mapped["WorkflowRun | None"] = relationship(
+        primaryjoin=lambda: and_(
+            foreign(Invocation.app_id) == WorkflowRun.app_id,
+            foreign(Invocation.workflow_id) == WorkflowRun.workflow_id,
+        ),
+        viewonly=True,
+    )
+    """The workflow run this invocation belongs to (its own, for a workflow's invocation)."""
 
 
 class InvocationHistory(Base):
@@ -162,6 +250,19 @@ class InvocationHistory(Base):
             "revision 0005."
         ),
     )
+
+    invocation: Mapped[Invocation | None] = relationship(
+        primaryjoin=lambda: _rows_of_invocation(InvocationHistory), viewonly=True
+    )
+    """The invocation the change belongs to (None while its row is not written yet)."""
+    runner_context: Mapped["RunnerContext | None"] = relationship(
+        primaryjoin=lambda: and_(
+            foreign(InvocationHistory.app_id) == RunnerContext.app_id,
+            foreign(InvocationHistory.runner_id) == RunnerContext.runner_id,
+        ),
+        viewonly=True,
+    )
+    """The runner context that wrote the change; ``.parent`` leads to its enclosing runner."""
 
 
 class InvocationResult(Base):
@@ -225,6 +326,15 @@ class RunnerContext(Base):
     thread_id: Mapped[int] = mapped_column(comment="Python thread identifier.")
     created_at: Mapped[datetime] = _created_at()
 
+    parent: Mapped["RunnerContext | None"] = relationship(
+        primaryjoin=lambda: and_(
+            remote(RunnerContext.app_id) == RunnerContext.app_id,
+            remote(RunnerContext.runner_id) == foreign(RunnerContext.parent_runner_id),
+        ),
+        viewonly=True,
+    )
+    """The enclosing context (a worker's runner, that runner's own parent...), if any."""
+
 
 class AppInfo(Base):
     """Apps registered in this database, for discovery by monitors and the CLI."""
@@ -262,6 +372,38 @@ class WorkflowRun(Base):
     )
     parent_workflow_id: Mapped[str | None] = mapped_column(comment="Enclosing workflow, if nested.")
     created_at: Mapped[datetime] = _created_at()
+
+    invocation: Mapped[Invocation | None] = relationship(
+        primaryjoin=lambda: and_(
+            foreign(WorkflowRun.app_id) == Invocation.app_id,
+            foreign(WorkflowRun.workflow_id) == Invocation.invocation_id,
+        ),
+        viewonly=True,
+    )
+    """The workflow's defining invocation."""
+    sub_invocations: Mapped[list[Invocation]] = relationship(
+        secondary=lambda: WorkflowSubInvocation.__table__,
+        primaryjoin=lambda: and_(
+            foreign(WorkflowSubInvocation.app_id) == WorkflowRun.app_id,
+            foreign(WorkflowSubInvocation.workflow_id) == WorkflowRun.workflow_id,
+        ),
+        secondaryjoin=lambda: and_(
+            foreign(WorkflowSubInvocation.app_id) == Invocation.app_id,
+            foreign(WorkflowSubInvocation.sub_invocation_id) == Invocation.invocation_id,
+        ),
+        order_by=lambda: (Invocation.created_at, Invocation.invocation_id),
+        viewonly=True,
+    )
+    """Invocations (tasks and sub-workflows) run inside this workflow, oldest row first."""
+    data: Mapped[list["WorkflowData"]] = relationship(
+        primaryjoin=lambda: and_(
+            foreign(WorkflowData.app_id) == WorkflowRun.app_id,
+            foreign(WorkflowData.workflow_id) == WorkflowRun.workflow_id,
+        ),
+        order_by=lambda: WorkflowData.data_key,
+        viewonly=True,
+    )
+    """The key/value data the workflow kept, by key."""
 
 
 class WorkflowData(Base):
