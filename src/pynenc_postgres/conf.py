@@ -25,6 +25,16 @@ class ConfigPostgres(ConfigPynencBase):
         Extra connections allowed above ``postgres_pool_size`` under load.
     :cvar ConfigField[float] postgres_pool_timeout:
         Seconds to wait for a free pooled connection before failing.
+    :cvar ConfigField[float] postgres_pool_max_lifetime:
+        Seconds after which a pooled connection is replaced (when returned), so
+        connections move to a new server after a fail-over or a DNS change.
+    :cvar ConfigField[float] postgres_pool_max_idle:
+        Seconds a connection above ``postgres_pool_size`` may stay unused before the
+        pool closes it.
+    :cvar ConfigField[bool] postgres_pool_check:
+        Make a round trip (an empty statement) on every checkout and replace a connection
+        that fails it. Off by default: a session that the server closed is found without
+        a round trip anyway.
     :cvar ConfigField[int] postgres_connect_timeout:
         Seconds to wait for the server when opening a connection.
     :cvar ConfigField[int] postgres_statement_timeout_ms:
@@ -67,6 +77,9 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_pool_size = ConfigField(5)
     postgres_max_overflow = ConfigField(10)
     postgres_pool_timeout = ConfigField(30.0)
+    postgres_pool_max_lifetime = ConfigField(3600.0)
+    postgres_pool_max_idle = ConfigField(600.0)
+    postgres_pool_check = ConfigField(False)
     postgres_connect_timeout = ConfigField(10)
     postgres_statement_timeout_ms = ConfigField(60_000)
     postgres_application_name = ConfigField("pynenc")
