@@ -22,9 +22,10 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
+from pynenc import PynencBuilder
 
 from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.errors import PostgresPoolTimeoutError
+from pynenc_postgres.db.errors import PostgresConfigError, PostgresPoolTimeoutError
 from pynenc_postgres.db.pool import PooledConnection, PoolTimeoutError
 from pynenc_postgres.db.settings import DatabaseSettings
 
@@ -173,6 +174,75 @@ def test_connection_returned_after_dispose_is_closed(database_url: str) -> None:
     assert conn.closed
     assert db.pool is not old
     assert db.fetchone("SELECT 1", ()) == (1,)
+
+
+def test_pool_settings_reach_the_pool_from_the_builder_and_the_environment(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = (
+        PynencBuilder()
+        .memory()
+        .postgres(url=database_url, pool_max_lifetime=120.0, pool_max_idle=30.0, pool_check=True)
+        .build()
+    )
+    settings = app.state_backend.settings
+    assert (settings.pool_max_lifetime, settings.pool_max_idle, settings.pool_check) == (
+        120.0,
+        30.0,
+        True,
+    )
+    monkeypatch.setenv("PYNENC__POSTGRES_POOL_MAX_LIFETIME", "90")
+    monkeypatch.setenv("PYNENC__POSTGRES_POOL_MAX_IDLE", "45")
+    monkeypatch.setenv("PYNENC__POSTGRES_POOL_CHECK", "true")
+    settings = PynencBuilder().memory().postgres(url=database_url).build().state_backend.settings
+    assert (settings.pool_max_lifetime, settings.pool_max_idle, settings.pool_check) == (
+        90.0,
+        45.0,
+        True,
+    )
+    with pytest.raises(PostgresConfigError, match="postgres_pool_max_lifetime"):
+        DatabaseSettings(url=database_url, pool_max_lifetime=0)
+
+
+def test_connection_past_its_lifetime_is_replaced(database_url: str) -> None:
+    db = get_database(
+        DatabaseSettings(url=database_url, pool_size=1, max_overflow=0, pool_max_lifetime=0.5)
+    )
+    first = backend_pid(db)
+    # Replaced when it comes back after its lifetime; each call below returns one.
+    wait_until(lambda: backend_pid(db) != first, "the connection to be replaced")
+    assert db.pool_stats()["pool_size"] == 1
+
+
+def test_surplus_connection_is_closed_after_max_idle(database_url: str) -> None:
+    size, overflow = 1, 2
+    db = get_database(
+        DatabaseSettings(url=database_url, pool_size=size, max_overflow=overflow, pool_max_idle=0.3)
+    )
+    backend_pid(db)
+    pool = db.pool
+    held = [pool.get() for _ in range(size + overflow)]
+    for conn in held:
+        pool.put(conn)
+    assert db.pool_stats()["pool_size"] == size + overflow
+    wait_until(lambda: db.pool_stats()["pool_size"] == size, "surplus connections to close")
+
+
+@pytest.mark.parametrize("check", [False, True])
+def test_pool_check_makes_a_round_trip_at_checkout(database_url: str, check: bool) -> None:
+    name = unique_name("check")
+    db = get_database(
+        DatabaseSettings(
+            url=database_url, application_name=name, pool_size=1, max_overflow=0, pool_check=check
+        )
+    )
+    db.fetchone("SELECT 'last statement'", ())
+    with db.connection(), psycopg.connect(database_url, autocommit=True) as admin:
+        row = admin.execute(
+            "SELECT query FROM pg_stat_activity WHERE application_name = %s", (name,)
+        ).fetchone()
+    # The server shows the session's latest statement: the check's empty one, if made.
+    assert row == ("",) if check else row == ("SELECT 'last statement'",)
 
 
 # -- failures ----------------------------------------------------------------------------
