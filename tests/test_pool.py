@@ -432,10 +432,8 @@ def test_deadlock_is_retried_without_discarding_the_pool(database_url: str) -> N
 
 
 @contextmanager
-def interrupt_when_sleeping(
-    admin_url: str, application_name: str, signum: int
-) -> Iterator[threading.Thread]:
-    """Send ``signum`` to the main thread once its statement is running on the server."""
+def interrupt_when(condition: Callable[[], bool], signum: int) -> Iterator[threading.Thread]:
+    """Send ``signum`` to the main thread as soon as ``condition`` holds."""
     stop = threading.Event()
     main = threading.main_thread().ident
     assert main is not None
@@ -443,7 +441,7 @@ def interrupt_when_sleeping(
     def interrupter() -> None:
         deadline = time.monotonic() + 60
         while not stop.is_set() and time.monotonic() < deadline:
-            if sessions(admin_url, application_name, state="active"):
+            if condition():
                 signal.pthread_kill(main, signum)
                 return
             time.sleep(0.01)
@@ -483,13 +481,30 @@ def test_interrupted_statements_give_their_connection_back(database_url: str) ->
             signum, raised = (
                 (signal.SIGINT, KeyboardInterrupt) if n % 2 else (signal.SIGUSR1, SystemExit)
             )
-            with interrupt_when_sleeping(database_url, name, signum):
+            running = lambda: sessions(database_url, name, state="active") > 0  # noqa: E731
+            with interrupt_when(running, signum):
                 with pytest.raises(raised):
                     db.fetchone("SELECT pg_sleep(30)", ())
     finally:
         signal.signal(signal.SIGUSR1, previous)
     assert db.fetchone("SELECT 1", ()) == (1,)
     assert db.pool_stats()["pool_size"] <= size + overflow
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
+def test_interrupt_while_waiting_for_a_connection_loses_no_slot(database_url: str) -> None:
+    assert threading.current_thread() is threading.main_thread()
+    db = get_database(
+        DatabaseSettings(url=database_url, pool_size=1, max_overflow=0, pool_timeout=5)
+    )
+    backend_pid(db)
+    pool = db.pool
+    held = pool.get()
+    waiting = lambda: db.pool_stats().get("requests_waiting") == 1  # noqa: E731
+    with interrupt_when(waiting, signal.SIGINT), pytest.raises(KeyboardInterrupt):
+        db.fetchone("SELECT 1", ())
+    pool.put(held)  # had the line kept the interrupted call's place, this would go to nobody
+    assert db.fetchone("SELECT 1", ()) == (1,)
 
 
 # -- settings reach the server -----------------------------------------------------------

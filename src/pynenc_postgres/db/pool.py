@@ -230,6 +230,14 @@ class ConnectionPool:
             raise NothingSentError(
                 "the connection pool was closed after a lost connection"
             ) from None
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                # psycopg_pool keeps the place in line of a thread whose wait an interrupt
+                # (KeyboardInterrupt, SystemExit) ended, and would hand the next returned
+                # connection to nobody. Closing the pool clears the line; the next call
+                # opens a new one.
+                self.close()
+            raise
         if conn.closed_by_server() or (self._check and not conn.answers()):
             # A server that closed one idle session has usually closed them all
             # (restart, idle timeout): start again with a pool whose first
