@@ -324,6 +324,9 @@ def test_backends_terminated_while_threads_write_lose_no_call(database_url: str)
     expected = {f"{t}-{n}" for t in range(threads) for n in range(writes)}
     assert {row[0] for row in stored} == expected
 
+    # Single statements are back on the direct path of the current pool.
+    backend_pid(db)
+    assert db._hot is db.pool
     # The pool's books are right afterwards: within its bounds now ...
     stats = db.pool_stats()
     assert stats["pool_max"] == size + overflow

@@ -20,9 +20,13 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[str] postgres_schema:
         Postgres schema that holds every pynenc table, view and the version table.
     :cvar ConfigField[int] postgres_pool_size:
-        Connections kept open per process.
+        Connections kept open per process (psycopg_pool's ``min_size``). The pool hands
+        out its idle connections in turn, so more than the threads that call at once
+        spreads a thread's calls over several server sessions, which costs time: keep it
+        at the number of threads that use the database concurrently.
     :cvar ConfigField[int] postgres_max_overflow:
-        Extra connections allowed above ``postgres_pool_size`` under load.
+        Extra connections allowed above ``postgres_pool_size`` under load (opened on
+        demand, closed after ``postgres_pool_max_idle`` unused).
     :cvar ConfigField[float] postgres_pool_timeout:
         Seconds to wait for a free pooled connection before failing.
     :cvar ConfigField[float] postgres_pool_max_lifetime:
@@ -74,8 +78,8 @@ class ConfigPostgres(ConfigPynencBase):
 
     postgres_url = ConfigField("", secret=True)
     postgres_schema = ConfigField("public")
-    postgres_pool_size = ConfigField(5)
-    postgres_max_overflow = ConfigField(10)
+    postgres_pool_size = ConfigField(1)
+    postgres_max_overflow = ConfigField(14)
     postgres_pool_timeout = ConfigField(30.0)
     postgres_pool_max_lifetime = ConfigField(3600.0)
     postgres_pool_max_idle = ConfigField(600.0)

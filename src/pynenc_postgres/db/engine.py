@@ -184,7 +184,7 @@ class Database:
         """
         pool, conn = self._checkout()
         try:
-            if not self._schema_ready:
+            if not self._schema_ready or (self._hot is not pool and self._local_settings is None):
                 self._prepare_schema(pool, conn)
             yield conn
         except BaseException as exc:
