@@ -1,4 +1,4 @@
-"""The hot-path connection pool (psycopg_pool): capacity, waiting, failures, interrupts, fork.
+"""The hot-path connection pool: capacity, waiting, failures, interrupts, settings, fork.
 
 Every test runs against the real server; failures are caused for real (backends
 terminated by an admin session, sessions closed by ``idle_session_timeout``, a deadlock,
@@ -92,10 +92,11 @@ def test_capacity_is_size_plus_overflow(database_url: str) -> None:
     stats = db.pool_stats()
     assert stats["pool_max"] == 2 and stats["pool_size"] <= 2
     pool.put(a)
-    pool.put(b)
-    assert db.pool_stats()["pool_available"] == 2
+    pool.put(b)  # above pool_size: closed rather than kept
+    assert b.closed and not a.closed
+    assert db.pool_stats()["pool_available"] == 1
     db.dispose()
-    assert a.closed and b.closed
+    assert a.closed
 
 
 def test_full_pool_reports_a_pool_timeout(database_url: str) -> None:
@@ -142,14 +143,15 @@ def test_waiting_thread_is_served_as_soon_as_a_connection_returns(database_url: 
     assert waited < settings.pool_timeout / 30, f"served {waited:.2f}s after the return"
 
 
-def test_connection_returned_inside_a_transaction_is_rolled_back(database_url: str) -> None:
+def test_connection_returned_inside_a_transaction_is_not_reused(database_url: str) -> None:
     db = get_database(DatabaseSettings(url=database_url, pool_size=1, max_overflow=0))
     with db.connection() as conn:
         conn.execute("BEGIN")
         conn.execute("SELECT set_config('application_name', 'left-behind', true)")
         first = conn
+    assert first.closed
     with db.connection() as conn:
-        assert conn is first  # kept: the pool rolled the transaction back
+        assert conn is not first
         assert conn.info.transaction_status == TransactionStatus.IDLE
         row = conn.execute("SELECT current_setting('application_name')").fetchone()
         assert row == ("pynenc",)
@@ -214,18 +216,21 @@ def test_connection_past_its_lifetime_is_replaced(database_url: str) -> None:
     assert db.pool_stats()["pool_size"] == 1
 
 
-def test_surplus_connection_is_closed_after_max_idle(database_url: str) -> None:
-    size, overflow = 1, 2
+def test_connection_idle_past_max_idle_is_closed_instead_of_reused(database_url: str) -> None:
+    max_idle = 0.3
     db = get_database(
-        DatabaseSettings(url=database_url, pool_size=size, max_overflow=overflow, pool_max_idle=0.3)
+        DatabaseSettings(url=database_url, pool_size=1, max_overflow=0, pool_max_idle=max_idle)
     )
-    backend_pid(db)
+    first = backend_pid(db)
+    assert backend_pid(db) == first  # used again at once: kept
     pool = db.pool
-    held = [pool.get() for _ in range(size + overflow)]
-    for conn in held:
-        pool.put(conn)
-    assert db.pool_stats()["pool_size"] == size + overflow
-    wait_until(lambda: db.pool_stats()["pool_size"] == size, "surplus connections to close")
+    conn = pool.get()
+    pool.put(conn)
+    returned = time.monotonic()
+    wait_until(lambda: time.monotonic() - returned > max_idle, "the connection to idle")
+    assert backend_pid(db) != first
+    assert conn.closed
+    assert db.pool_stats()["pool_size"] == 1
 
 
 @pytest.mark.parametrize("check", [False, True])
@@ -506,7 +511,7 @@ def test_interrupt_while_waiting_for_a_connection_loses_no_slot(database_url: st
     waiting = lambda: db.pool_stats().get("requests_waiting") == 1  # noqa: E731
     with interrupt_when(waiting, signal.SIGINT), pytest.raises(KeyboardInterrupt):
         db.fetchone("SELECT 1", ())
-    pool.put(held)  # had the line kept the interrupted call's place, this would go to nobody
+    pool.put(held)  # had the interrupted wait kept its place, this would go to nobody
     assert db.fetchone("SELECT 1", ()) == (1,)
 
 

@@ -20,21 +20,18 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[str] postgres_schema:
         Postgres schema that holds every pynenc table, view and the version table.
     :cvar ConfigField[int] postgres_pool_size:
-        Connections kept open per process (psycopg_pool's ``min_size``). The pool hands
-        out its idle connections in turn, so more than the threads that call at once
-        spreads a thread's calls over several server sessions, which costs time: keep it
-        at the number of threads that use the database concurrently.
+        Connections kept open per process (opened when first needed).
     :cvar ConfigField[int] postgres_max_overflow:
-        Extra connections allowed above ``postgres_pool_size`` under load (opened on
-        demand, closed after ``postgres_pool_max_idle`` unused).
+        Extra connections allowed above ``postgres_pool_size`` under load; closed when
+        returned.
     :cvar ConfigField[float] postgres_pool_timeout:
         Seconds to wait for a free pooled connection before failing.
     :cvar ConfigField[float] postgres_pool_max_lifetime:
-        Seconds after which a pooled connection is replaced (when returned), so
-        connections move to a new server after a fail-over or a DNS change.
+        Seconds after which a pooled connection is closed when returned and replaced by a
+        new one, so connections move to a new server after a fail-over or a DNS change.
     :cvar ConfigField[float] postgres_pool_max_idle:
-        Seconds a connection above ``postgres_pool_size`` may stay unused before the
-        pool closes it.
+        Seconds a connection may sit unused in the pool; an older one is closed instead
+        of handed out, before a server or firewall idle timeout closes it mid-call.
     :cvar ConfigField[bool] postgres_pool_check:
         Make a round trip (an empty statement) on every checkout and replace a connection
         that fails it. Off by default: a session that the server closed is found without
@@ -78,8 +75,8 @@ class ConfigPostgres(ConfigPynencBase):
 
     postgres_url = ConfigField("", secret=True)
     postgres_schema = ConfigField("public")
-    postgres_pool_size = ConfigField(1)
-    postgres_max_overflow = ConfigField(14)
+    postgres_pool_size = ConfigField(5)
+    postgres_max_overflow = ConfigField(10)
     postgres_pool_timeout = ConfigField(30.0)
     postgres_pool_max_lifetime = ConfigField(3600.0)
     postgres_pool_max_idle = ConfigField(600.0)

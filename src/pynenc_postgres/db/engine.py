@@ -2,9 +2,9 @@
 
 Hot paths run on raw psycopg connections in autocommit mode: one statement is one
 round trip and one commit, with no BEGIN, no ROLLBACK on return to the pool and no
-ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`
-(psycopg's own pool). SQLAlchemy serves the dialect and engines of the migrations
-(:mod:`pynenc_postgres.db.schema`).
+ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`,
+whose checkout is a list pop. SQLAlchemy serves the dialect and engines of the
+migrations (:mod:`pynenc_postgres.db.schema`).
 
 A connection always goes back to the pool it came from, whatever another thread did to
 the process's pool meanwhile. A lost connection closes the pool it came from, and only a
@@ -102,11 +102,7 @@ class Database:
 
     @property
     def pool(self) -> ConnectionPool:
-        """The process's pool, created on first use, after a fork and after a lost connection.
-
-        Creating it opens its first connection in the calling thread, so connection errors
-        (refused, wrong password, no free slot) are raised here.
-        """
+        """The process's pool, created on first use, after a fork and after a lost connection."""
         pool = self._pool
         if pool is None or pool.closed or self._pool_pid != os.getpid():
             with self._lock:
@@ -121,23 +117,27 @@ class Database:
 
     def _create_pool(self) -> ConnectionPool:
         s = self.settings
+        conninfo = libpq_url(s.url)
+        connect_args = self._connect_args()
+
+        def connect() -> PooledConnection:
+            return PooledConnection.connect(conninfo, **connect_args)
+
         return ConnectionPool(
-            libpq_url(s.url),
-            self._connect_args(),
-            size=s.pool_size,
-            overflow=s.max_overflow,
-            timeout=s.pool_timeout,
+            connect,
+            s.pool_size,
+            s.max_overflow,
+            s.pool_timeout,
             max_lifetime=s.pool_max_lifetime,
             max_idle=s.pool_max_idle,
             check=s.pool_check,
         )
 
     def pool_stats(self) -> dict[str, int]:
-        """psycopg_pool's statistics of this process's pool (empty before first use).
+        """Counts of this process's pool (empty before first use), for monitoring.
 
-        Keys include ``pool_min``, ``pool_max``, ``pool_size`` (connections open or being
-        opened), ``pool_available`` (idle), ``requests_waiting``, ``requests_num``,
-        ``connections_lost``; see psycopg_pool's documentation.
+        ``pool_min`` and ``pool_max`` (its bounds), ``pool_size`` (connections open or
+        being opened), ``pool_available`` (idle), ``requests_waiting`` (threads waiting).
         """
         pool = self._pool
         if pool is None or pool.closed or self._pool_pid != os.getpid():
@@ -180,7 +180,7 @@ class Database:
         """Check out a raw autocommit psycopg connection, checking the schema once per process.
 
         Driver errors are not translated here; :meth:`run` does that after retrying. A
-        connection left inside a transaction is rolled back by the pool when returned.
+        connection left inside a transaction is closed when returned, not reused.
         """
         pool, conn = self._checkout()
         try:

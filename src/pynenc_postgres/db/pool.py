@@ -1,43 +1,45 @@
-"""The hot path's connections: psycopg's own pool, and the checks a call needs on top of it.
+"""A small LIFO pool of raw psycopg connections for the hot path.
 
-``psycopg_pool.ConnectionPool`` keeps ``min_size`` connections open, grows to ``max_size``
-under load, serves waiting threads in order as connections come back, retires
-connections after ``max_lifetime``, closes surplus ones after ``max_idle`` and reports
-``get_stats()``. This module adds three things to it:
+Each state-backend call is one short statement, so the pool's own cost is paid
+once per round trip. This pool keeps SQLAlchemy's rules (``pool_size`` connections
+kept, up to ``max_overflow`` more under load, waiting at most ``pool_timeout`` for a
+free one) with a list as the idle stack: taking and returning an idle connection are
+single atomic list operations, and the lock is only taken to open, close or wait for a
+connection. Last in, first out: a thread that calls alone keeps using the same server
+session, whose caches are warm. (psycopg_pool was measured in its place and cost more
+than the 3 % of the workload allowed for it: docs/benchmarks.md.)
 
-- the first connection of a pool is opened by the thread that needs it, so a wrong
-  password or a refused port is that thread's own error, at once, and not a pool timeout
-  after ``pool_timeout`` while psycopg's workers retry in the background;
+On top of that it checks what a call must not meet:
+
 - a connection that the server closed while it sat in the pool (``idle_session_timeout``,
   a restart, a pooler or firewall closing idle sessions) is recognised at checkout
-  without a round trip: the checkout raises :class:`NothingSentError` instead of handing
-  it out, so the call is retried at once on a fresh connection and never fails for it;
-- each connection keeps one reusable cursor for the single statements of the hot path.
+  without a round trip, and :class:`NothingSentError` tells the caller to retry at once
+  on a fresh connection;
+- a connection older than ``max_lifetime`` is closed when it comes back, one idle for
+  longer than ``max_idle`` is closed instead of handed out, and ``check`` adds a round
+  trip at checkout.
 """
 
 from __future__ import annotations
 
+import random
 import select
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any
 
 import psycopg
-import psycopg_pool
-from psycopg.pq import ConnStatus
+from psycopg.pq import ConnStatus, TransactionStatus
 
+Connection = psycopg.Connection[Any]
+
+_IDLE = TransactionStatus.IDLE
 _BAD = ConnStatus.BAD
-
-# The keyword that carries a pool's _Link through psycopg_pool to PooledConnection.connect.
-_LINK = "_pynenc_pool_link"
 
 # Messages an idle connection may hold before the server's goodbye (notices, parameter
 # changes): enough reads to reach the end of file that follows them.
 _MAX_IDLE_READS = 8
-
-# Seconds a new pool waits for a worker to take the connection its creator opened.
-_HANDOVER_WAIT = 1.0
 
 
 def _readable_probe(fd: int) -> Callable[[int], object]:
@@ -52,9 +54,10 @@ def _readable_probe(fd: int) -> Callable[[int], object]:
 class NothingSentError(psycopg.OperationalError):
     """The pool could not hand out a usable connection, and nothing was sent to the server.
 
-    Raised at checkout for a connection the server had closed, and for a pool closed by
-    another thread after a lost connection. The call can be retried at once on a fresh
-    connection; if that keeps failing, it is an ordinary lost connection (no SQLSTATE).
+    Raised at checkout for a connection the server had closed (the pool is then closed:
+    its other idle connections are likely closed too). The call can be retried at once
+    on a fresh connection; if that keeps failing, it is an ordinary lost connection (no
+    SQLSTATE).
     """
 
 
@@ -71,26 +74,8 @@ class PooledConnection(psycopg.Connection[Any]):
 
     _hot_cursor: psycopg.Cursor[Any] | None = None
     _readable: Callable[[int], object] | None = None
-
-    @classmethod
-    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
-        """Open a connection; a pool's worker first takes the connection handed over to it.
-
-        psycopg_pool opens its connections by calling this method in its worker threads,
-        with the ``kwargs`` the pool was given; the pool's :class:`_Link` travels among
-        them and is removed before psycopg sees them.
-        """
-        link: _Link | None = kwargs.pop(_LINK, None)
-        if link is None:
-            return super().connect(conninfo, **kwargs)
-        first = link.take_first()
-        if isinstance(first, cls):
-            return first
-        try:
-            return super().connect(conninfo, **kwargs)
-        except Exception as exc:
-            link.failure = (time.monotonic(), exc)
-            raise
+    _expires_at: float = float("inf")  # monotonic time after which it is not reused
+    _idle_since: float = 0.0  # monotonic time it was last returned to the pool
 
     @property
     def hot_cursor(self) -> psycopg.Cursor[Any]:
@@ -136,84 +121,47 @@ class PooledConnection(psycopg.Connection[Any]):
         return True
 
 
-class _Link:
-    """What a pool's worker threads share with the threads that use the pool."""
-
-    __slots__ = ("_first", "failure", "taken")
-
-    def __init__(self, first: PooledConnection) -> None:
-        # list.pop() is atomic: only one worker can take the handed-over connection.
-        self._first = [first]
-        self.taken = threading.Event()
-        self.failure: tuple[float, Exception] | None = None  # (when, error) of the last connect
-
-    def take_first(self) -> PooledConnection | None:
-        try:
-            first = self._first.pop()
-        except IndexError:
-            return None
-        self.taken.set()
-        return first
-
-
 class ConnectionPool:
-    """Autocommit connections for one process, served by ``psycopg_pool.ConnectionPool``.
+    """LIFO pool of autocommit psycopg connections, for one process.
 
-    The first connection is opened here, in the calling thread, and handed to the pool;
-    psycopg's workers open the others in the background.
+    Connections are opened by the thread that needs one, so a connection error (refused,
+    wrong password, no free slot) is that caller's own error, at once.
 
-    :param conninfo: libpq URL or connection string.
-    :param connect_kwargs: psycopg connection arguments (``autocommit``, options ...).
-    :param size: connections kept open (``min_size``).
-    :param overflow: connections allowed above ``size`` under load (``max_size - min_size``);
-        psycopg closes them after ``max_idle`` seconds unused.
+    :param connect: opens a new connection.
+    :param size: connections kept open when idle.
+    :param overflow: connections allowed above ``size`` while all are busy; closed
+        when returned.
     :param timeout: seconds to wait for a free connection before :class:`PoolTimeoutError`.
-    :param max_lifetime: seconds after which a connection is replaced when returned.
-    :param max_idle: seconds a connection above ``size`` may stay unused before it is closed.
-    :param check: make a round trip on each checkout, besides the free check for a
-        session the server closed.
-    :param name: the pool's name in psycopg's logs and its worker threads' names.
+    :param max_lifetime: seconds after which a connection is closed when returned.
+    :param max_idle: seconds a connection may sit in the pool before it is closed
+        instead of handed out.
+    :param check: make a round trip on each checkout of a connection that sat in the
+        pool, besides the free check for a session the server closed.
     """
 
     def __init__(
         self,
-        conninfo: str,
-        connect_kwargs: dict[str, Any],
-        *,
+        connect: Callable[[], PooledConnection],
         size: int,
         overflow: int,
         timeout: float,
-        max_lifetime: float,
-        max_idle: float,
+        *,
+        max_lifetime: float = 3600.0,
+        max_idle: float = 600.0,
         check: bool = False,
-        name: str = "pynenc-postgres",
     ) -> None:
-        first = PooledConnection.connect(conninfo, **connect_kwargs)
-        self._link = _Link(first)
-        self._check = check
+        self._connect = connect
+        self._size = size
+        self._capacity = size + max(overflow, 0)
         self._timeout = timeout
+        self._max_lifetime = max_lifetime
+        self._max_idle = max_idle
+        self._check = check
+        self._idle: list[PooledConnection] = []
+        self._open = 0  # connections counted against capacity (idle + in use)
+        self._waiting = 0
         self.closed = False
-        self._pool: psycopg_pool.ConnectionPool[PooledConnection]
-        try:
-            self._pool = psycopg_pool.ConnectionPool(
-                conninfo,
-                connection_class=PooledConnection,
-                kwargs={**connect_kwargs, _LINK: self._link},
-                min_size=size,
-                max_size=size + max(overflow, 0),
-                # psycopg_pool refuses every checkout when the timeout is 0.
-                timeout=max(timeout, 0.001),
-                max_lifetime=max_lifetime,
-                max_idle=max_idle,
-                open=True,
-                name=name,
-            )
-        except BaseException:
-            first.close()
-            raise
-        # A checkout that finds the pool empty makes psycopg open one more connection than
-        # min_size: give a worker the moment it needs to put the first one in the pool.
-        self._link.taken.wait(_HANDOVER_WAIT)
+        self._cond = threading.Condition(threading.Lock())
 
     def get(self) -> PooledConnection:
         """A live connection for the calling thread; return it with :meth:`put` or :meth:`discard`.
@@ -222,82 +170,121 @@ class ConnectionPool:
             pool is then closed), or the pool was closed by another thread.
         :raises PoolTimeoutError: no connection became free within the timeout.
         """
-        try:
-            conn = self._pool.getconn()
-        except psycopg_pool.PoolTimeout:
-            raise self._no_connection() from None
-        except psycopg_pool.PoolClosed:
-            raise NothingSentError(
-                "the connection pool was closed after a lost connection"
-            ) from None
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                # psycopg_pool keeps the place in line of a thread whose wait an interrupt
-                # (KeyboardInterrupt, SystemExit) ended, and would hand the next returned
-                # connection to nobody. Closing the pool clears the line; the next call
-                # opens a new one.
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                waited = self._get_slow()
+                if waited is None:
+                    return self._open_new()
+                conn = waited
+            if time.monotonic() - conn._idle_since > self._max_idle:
+                # Close it before a server or firewall idle timeout does, mid-call.
+                self.discard(conn)
+                continue
+            if conn.closed_by_server() or (self._check and not conn.answers()):
+                # A server that closed one idle session has usually closed them all
+                # (restart, idle timeout): start again with a new pool.
                 self.close()
-            raise
-        if conn.closed_by_server() or (self._check and not conn.answers()):
-            # A server that closed one idle session has usually closed them all
-            # (restart, idle timeout): start again with a pool whose first
-            # connection is opened by the caller, so an outage is its error at once.
-            self.close()
-            self.discard(conn)
-            raise NothingSentError("the server had closed the pooled connection")
-        return conn
-
-    def _no_connection(self) -> Exception:
-        """The error of a checkout that timed out: the pool's connect error, if it had one.
-
-        When psycopg's workers failed to open the connection this caller waited for, the
-        cause is that failure (server gone, out of slots), not a busy pool.
-        """
-        failure = self._link.failure
-        if failure is not None and failure[0] >= time.monotonic() - self._timeout - 1:
-            self.close()  # the next call opens a new pool and meets the error itself
-            return failure[1]
-        return PoolTimeoutError(
-            f"no pooled connection became free within {self._timeout}s "
-            f"(pool of {self._pool.max_size})"
-        )
+                self.discard(conn)
+                raise NothingSentError("the server had closed the pooled connection")
+            return conn
 
     def put(self, conn: PooledConnection) -> None:
-        """Return ``conn`` to this pool (closed instead if the pool was closed meanwhile)."""
-        self._pool.putconn(conn)
+        """Return a healthy connection; one left in a transaction, broken or too old is closed."""
+        now = time.monotonic()
+        # A closed or broken connection reports UNKNOWN, not IDLE.
+        if (
+            self.closed
+            or conn.pgconn.transaction_status != _IDLE
+            or len(self._idle) >= self._size
+            or now >= conn._expires_at
+        ):
+            self.discard(conn)
+            return
+        conn._idle_since = now
+        self._idle.append(conn)
+        if self.closed:  # closed meanwhile by another thread: nobody else will close it
+            self.close()
+        # A waiter registers itself before looking at the idle stack, so either it
+        # sees this connection or this check sees it and wakes it.
+        if self._waiting:
+            with self._cond:
+                self._cond.notify()
 
-    def discard(self, conn: PooledConnection) -> None:
-        """Close ``conn`` and give its slot back; the pool opens a replacement if it needs one."""
+    def discard(self, conn: Connection) -> None:
+        """Close ``conn`` and free its slot (after an error that may have broken it)."""
         try:
             conn.close()
         finally:
-            self._pool.putconn(conn)
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
 
     def close(self) -> None:
-        """Close the idle connections and stop psycopg's workers; busy ones close when returned."""
-        self.closed = True
-        self._pool.close()
-        first = self._link.take_first()
-        if first is not None:
-            first.close()
+        """Close the idle connections; busy ones are closed when they come back."""
+        with self._cond:
+            self.closed = True
+            idle, self._idle = self._idle, []
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for conn in idle:
+            conn.close()
 
     def forget(self) -> None:
-        """Drop every connection and thread without touching them: after ``fork`` they are
-        the parent's.
-
-        The child's copy of psycopg's pool has no worker threads, and its sockets are the
-        parent's. Marked closed, it neither signals the parent's workers nor closes the
-        parent's connections when it is garbage collected (psycopg's connections do not
-        close a socket from a process other than their own).
-        """
+        """Drop every connection without closing it: after ``fork`` they are the parent's."""
         self.closed = True
-        self._pool._closed = True
+        self._idle = []
 
     def stats(self) -> dict[str, int]:
-        """psycopg_pool's counters and measures (``pool_size``, ``pool_available``, ...)."""
-        return self._pool.get_stats()
+        """Counts for monitoring, named as psycopg_pool names them."""
+        return {
+            "pool_min": self._size,
+            "pool_max": self._capacity,
+            "pool_size": self._open,
+            "pool_available": len(self._idle),
+            "requests_waiting": self._waiting,
+        }
 
     @property
     def max_size(self) -> int:
         """Connections this pool may have open at once."""
-        return self._pool.max_size
+        return self._capacity
+
+    def _get_slow(self) -> PooledConnection | None:
+        """An idle connection, or None once a slot to open a new one is reserved."""
+        deadline = time.monotonic() + self._timeout
+        with self._cond:
+            self._waiting += 1
+            try:
+                while True:
+                    if self.closed:
+                        raise NothingSentError("the connection pool was closed")
+                    if self._idle:
+                        return self._idle.pop()
+                    if self._open < self._capacity:
+                        self._open += 1
+                        return None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PoolTimeoutError(
+                            f"all {self._capacity} pooled connections stayed busy for "
+                            f"{self._timeout}s"
+                        )
+                    # Short slices: a wake-up lost to a race costs at most one slice.
+                    self._cond.wait(min(remaining, 0.05))
+            finally:
+                self._waiting -= 1
+
+    def _open_new(self) -> PooledConnection:
+        """Open a connection in the slot that :meth:`_get_slow` reserved."""
+        try:
+            conn = self._connect()
+        except BaseException:
+            with self._cond:
+                self._open -= 1
+                self._cond.notify()
+            raise
+        # Spread the replacements of connections opened together over 5 % of the lifetime.
+        conn._expires_at = time.monotonic() + self._max_lifetime * (1 - random.random() / 20)
+        return conn

@@ -134,8 +134,8 @@ class DatabaseSettings:
 
     url: str = field(repr=False)
     schema: str = "public"
-    pool_size: int = 1
-    max_overflow: int = 14
+    pool_size: int = 5
+    max_overflow: int = 10
     pool_timeout: float = 30.0
     pool_max_lifetime: float = 3600.0
     pool_max_idle: float = 600.0
