@@ -65,7 +65,8 @@ def postgres(
     :param pool_timeout: seconds to wait for a pooled connection.
     :param pool_max_lifetime: seconds after which a pooled connection is replaced.
     :param pool_max_idle: seconds a connection above ``pool_size`` may stay unused.
-    :param pool_check: make a round trip on every checkout (off by default).
+    :param pool_check: make a round trip when an idle connection is checked out (off by
+        default).
     :param connect_timeout: seconds to wait when opening a connection.
     :param statement_timeout_ms: server-side statement timeout (0 disables it).
     :param application_name: name shown in ``pg_stat_activity``.

@@ -33,9 +33,9 @@ class ConfigPostgres(ConfigPynencBase):
         Seconds a connection may sit unused in the pool; an older one is closed instead
         of handed out, before a server or firewall idle timeout closes it mid-call.
     :cvar ConfigField[bool] postgres_pool_check:
-        Make a round trip (an empty statement) on every checkout and replace a connection
-        that fails it. Off by default: a session that the server closed is found without
-        a round trip anyway.
+        Make a round trip (an empty statement) when an idle connection is checked out,
+        and replace one that fails it. Off by default: a session that the server closed
+        is found without a round trip anyway.
     :cvar ConfigField[int] postgres_connect_timeout:
         Seconds to wait for the server when opening a connection.
     :cvar ConfigField[int] postgres_statement_timeout_ms:
