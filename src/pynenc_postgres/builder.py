@@ -35,6 +35,9 @@ def postgres(
     pool_size: int | None = None,
     max_overflow: int | None = None,
     pool_timeout: float | None = None,
+    pool_max_lifetime: float | None = None,
+    pool_max_idle: float | None = None,
+    pool_check: bool | None = None,
     connect_timeout: int | None = None,
     statement_timeout_ms: int | None = None,
     application_name: str | None = None,
@@ -60,6 +63,10 @@ def postgres(
     :param pool_size: connections kept per process.
     :param max_overflow: extra connections allowed under load.
     :param pool_timeout: seconds to wait for a pooled connection.
+    :param pool_max_lifetime: seconds after which a pooled connection is replaced.
+    :param pool_max_idle: seconds a connection above ``pool_size`` may stay unused.
+    :param pool_check: make a round trip when an idle connection is checked out (off by
+        default).
     :param connect_timeout: seconds to wait when opening a connection.
     :param statement_timeout_ms: server-side statement timeout (0 disables it).
     :param application_name: name shown in ``pg_stat_activity``.
@@ -82,6 +89,9 @@ def postgres(
         "postgres_pool_size": pool_size,
         "postgres_max_overflow": max_overflow,
         "postgres_pool_timeout": pool_timeout,
+        "postgres_pool_max_lifetime": pool_max_lifetime,
+        "postgres_pool_max_idle": pool_max_idle,
+        "postgres_pool_check": pool_check,
         "postgres_connect_timeout": connect_timeout,
         "postgres_statement_timeout_ms": statement_timeout_ms,
         "postgres_application_name": application_name,

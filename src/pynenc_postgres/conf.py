@@ -23,11 +23,22 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[str] postgres_schema:
         Postgres schema that holds every pynenc table, view and the version table.
     :cvar ConfigField[int] postgres_pool_size:
-        Connections kept open per process.
+        Connections kept open per process (opened when first needed).
     :cvar ConfigField[int] postgres_max_overflow:
-        Extra connections allowed above ``postgres_pool_size`` under load.
+        Extra connections allowed above ``postgres_pool_size`` under load; closed when
+        returned.
     :cvar ConfigField[float] postgres_pool_timeout:
         Seconds to wait for a free pooled connection before failing.
+    :cvar ConfigField[float] postgres_pool_max_lifetime:
+        Seconds after which a pooled connection is closed when returned and replaced by a
+        new one, so connections move to a new server after a fail-over or a DNS change.
+    :cvar ConfigField[float] postgres_pool_max_idle:
+        Seconds a connection may sit unused in the pool; an older one is closed instead
+        of handed out, before a server or firewall idle timeout closes it mid-call.
+    :cvar ConfigField[bool] postgres_pool_check:
+        Make a round trip (an empty statement) when an idle connection is checked out,
+        and replace one that fails it. Off by default: a session that the server closed
+        is found without a round trip anyway.
     :cvar ConfigField[int] postgres_connect_timeout:
         Seconds to wait for the server when opening a connection.
     :cvar ConfigField[int] postgres_statement_timeout_ms:
@@ -70,6 +81,9 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_pool_size = ConfigField(5)
     postgres_max_overflow = ConfigField(10)
     postgres_pool_timeout = ConfigField(30.0)
+    postgres_pool_max_lifetime = ConfigField(3600.0)
+    postgres_pool_max_idle = ConfigField(600.0)
+    postgres_pool_check = ConfigField(False)
     postgres_connect_timeout = ConfigField(10)
     postgres_statement_timeout_ms = ConfigField(60_000)
     postgres_application_name = ConfigField("pynenc")

@@ -3,8 +3,15 @@
 Hot paths run on raw psycopg connections in autocommit mode: one statement is one
 round trip and one commit, with no BEGIN, no ROLLBACK on return to the pool and no
 ORM in between. They come from :class:`~pynenc_postgres.db.pool.ConnectionPool`,
-whose checkout is a list pop. SQLAlchemy provides the URL handling here, and the
-dialect and engines of the migrations (:mod:`pynenc_postgres.db.schema`).
+whose checkout is a list pop. SQLAlchemy serves the dialect and engines of the
+migrations (:mod:`pynenc_postgres.db.schema`).
+
+A connection always goes back to the pool it came from, whatever another thread did to
+the process's pool meanwhile. A lost connection closes the pool it came from, and only a
+lost connection does: a deadlock, a serialization failure or a server out of slots
+leaves the pool alone. A call that never reached the server (its pooled connection had
+been closed by the server while idle) is retried at once on a fresh connection, without
+counting against ``postgres_retry_attempts``.
 """
 
 from __future__ import annotations
@@ -19,21 +26,32 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pynenc_postgres.db.errors import (
+    PostgresConfigError,
     PostgresPluginError,
     driver_error,
     is_database_error,
     is_transient,
     translate,
 )
-from pynenc_postgres.db.pool import ConnectionPool, PooledConnection
+from pynenc_postgres.db.pool import ConnectionPool, NothingSentError, PooledConnection
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Operation = Callable[[psycopg.Connection[Any]], T]
+
+# Fresh connections tried for one call whose pooled connection turned out closed before
+# anything was sent; past that, the failure counts as an ordinary lost connection.
+_UNSENT_RETRIES = 3
+
+# SQLSTATEs with which the server ends a session: shutdown, crash, recovery, database
+# dropped, idle-session timeout. Class 08 (connection exceptions) is lost too.
+_SESSION_ENDED = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05"})
+_IDLE_SESSION_TIMEOUT = "57P05"
 
 
 class Database:
@@ -47,6 +65,9 @@ class Database:
         self.settings = settings
         self._pool: ConnectionPool | None = None
         self._pool_pid: int | None = None
+        # The pool that single statements use directly: set once the schema was checked
+        # on it, and only when settings need no per-call transaction.
+        self._hot: ConnectionPool | None = None
         self._schema_ready = False
         self._lock = threading.Lock()
         self._local_settings = _local_settings(settings)
@@ -67,26 +88,31 @@ class Database:
             if s.synchronous_commit:
                 options.append(f"-c synchronous_commit={s.synchronous_commit}")
         connect_args: dict[str, Any] = {
+            "autocommit": True,
             "connect_timeout": s.connect_timeout,
             "application_name": s.application_name,
             "prepare_threshold": s.prepare_threshold if s.prepare_threshold >= 0 else None,
         }
         if options:
-            connect_args["options"] = " ".join(options)
+            # An argument replaces the URL's parameter of the same name: keep the URL's
+            # own options (search_path, ...) in front of the plugin's.
+            own = _url_options(s.url)
+            connect_args["options"] = " ".join([own, *options] if own else options)
         return connect_args
 
     @property
     def pool(self) -> ConnectionPool:
-        """The process's pool of raw connections, created on first use and after a fork."""
+        """The process's pool, created on first use, after a fork and after a lost connection."""
         pool = self._pool
-        if pool is None or self._pool_pid != os.getpid():
+        if pool is None or pool.closed or self._pool_pid != os.getpid():
             with self._lock:
                 pool = self._pool
-                if pool is None or self._pool_pid != os.getpid():
+                if pool is None or pool.closed or self._pool_pid != os.getpid():
+                    self._hot = None
+                    self._schema_ready = False
                     pool = self._create_pool()
                     self._pool = pool
                     self._pool_pid = os.getpid()
-                    self._schema_ready = False
         return pool
 
     def _create_pool(self) -> ConnectionPool:
@@ -94,18 +120,39 @@ class Database:
         conninfo = libpq_url(s.url)
         connect_args = self._connect_args()
 
-        def connect() -> psycopg.Connection[Any]:
-            return PooledConnection.connect(conninfo, autocommit=True, **connect_args)
+        def connect() -> PooledConnection:
+            return PooledConnection.connect(conninfo, **connect_args)
 
-        return ConnectionPool(connect, s.pool_size, s.max_overflow, s.pool_timeout)
+        return ConnectionPool(
+            connect,
+            s.pool_size,
+            s.max_overflow,
+            s.pool_timeout,
+            max_lifetime=s.pool_max_lifetime,
+            max_idle=s.pool_max_idle,
+            check=s.pool_check,
+        )
+
+    def pool_stats(self) -> dict[str, int]:
+        """Counts of this process's pool (empty before first use), for monitoring.
+
+        ``pool_min`` and ``pool_max`` (its bounds), ``pool_size`` (connections open or
+        being opened), ``pool_available`` (idle), ``requests_waiting`` (threads waiting).
+        """
+        pool = self._pool
+        if pool is None or pool.closed or self._pool_pid != os.getpid():
+            return {}
+        return pool.stats()
 
     def dispose(self) -> None:
         """Close every pooled connection of this process; the next call opens new ones."""
         with self._lock:
-            if self._pool is not None and self._pool_pid == os.getpid():
-                self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            mine = self._pool_pid == os.getpid()
             self._pool_pid = None
+            self._hot = None
+        if pool is not None and mine:
+            pool.close()
 
     def forget_after_fork(self) -> None:
         """Drop the parent's pool without closing its sockets, which the parent still uses."""
@@ -113,37 +160,47 @@ class Database:
             self._pool.forget()
         self._pool = None
         self._pool_pid = None
+        self._hot = None
         self._schema_ready = False
         self._lock = threading.Lock()
+
+    def _checkout(self) -> tuple[ConnectionPool, PooledConnection]:
+        """A live connection and the pool it must go back to."""
+        for _ in range(_UNSENT_RETRIES):
+            pool = self.pool
+            try:
+                return pool, pool.get()
+            except NothingSentError:
+                continue  # that pool is closed now: the next one opens a fresh connection
+        pool = self.pool
+        return pool, pool.get()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         """Check out a raw autocommit psycopg connection, checking the schema once per process.
 
-        Driver errors are not translated here; :meth:`run` does that after retrying.
+        Driver errors are not translated here; :meth:`run` does that after retrying. A
+        connection left inside a transaction is closed when returned, not reused.
         """
-        pool = self.pool
-        conn = pool.get()
+        pool, conn = self._checkout()
         try:
-            if not self._schema_ready:
-                self._prepare_schema(conn)
+            if not self._schema_ready or (self._hot is not pool and self._local_settings is None):
+                self._prepare_schema(pool, conn)
             yield conn
         except BaseException as exc:
-            if conn_is_broken(conn, exc):
-                pool.discard(conn)
-            else:
-                pool.put(conn)
+            _release(pool, conn, exc)
             raise
         pool.put(conn)
 
-    def _prepare_schema(self, conn: psycopg.Connection[Any]) -> None:
+    def _prepare_schema(self, pool: ConnectionPool, conn: psycopg.Connection[Any]) -> None:
         from pynenc_postgres.db import schema
 
         with self._lock:
-            if self._schema_ready:
-                return
-            schema.ensure_ready(self, conn)
-            self._schema_ready = True
+            if not self._schema_ready:
+                schema.ensure_ready(self, conn)
+                self._schema_ready = True
+            if self._local_settings is None and pool is self._pool:
+                self._hot = pool
 
     def fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
         """Run one statement (with retries) and return its first row, if any."""
@@ -161,57 +218,29 @@ class Database:
 
     def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
-        conn = self._hot_connection()
-        failure = conn if isinstance(conn, Exception) else None
-        if isinstance(conn, PooledConnection):
+        failure: Exception | None = None
+        pool = self._hot
+        if pool is not None and self._pool_pid == os.getpid():
             try:
-                result = _fetch(conn.hot_cursor.execute(query, params), fetch)
-            except Exception as exc:
-                self._release_after(conn, exc)
+                conn = pool.get()
+            except Exception as exc:  # pool exhausted, or its connection found closed
                 failure = exc
             else:
-                self._pool.put(conn)  # type: ignore[union-attr]
-                return result
+                try:
+                    result = _fetch(conn.hot_cursor.execute(query, params), fetch)
+                except BaseException as exc:
+                    _release(pool, conn, exc)
+                    if not isinstance(exc, Exception):
+                        raise  # KeyboardInterrupt, SystemExit: the slot was given back
+                    failure = exc
+                else:
+                    pool.put(conn)
+                    return result
 
         def op(conn: psycopg.Connection[Any]) -> Any:
             return _fetch(_cursor(conn).execute(query, params), fetch)
 
         return self._run_with_retries(op, False, failure)
-
-    def _hot_connection(self) -> PooledConnection | Exception | None:
-        """A pooled connection for a single statement's first attempt.
-
-        The single-statement helpers run that attempt without building a closure. The
-        error of a failed checkout is returned, and with None (first use in this
-        process) the caller goes straight to :meth:`_run_with_retries`, which opens the
-        pool, checks the schema, and retries transient failures (every write is
-        idempotent, so a statement may be sent again).
-        """
-        pool = self._pool
-        if (
-            pool is None
-            or not self._schema_ready
-            or self._pool_pid != os.getpid()
-            or self._local_settings  # settings go with each transaction: the slow path
-        ):
-            return None
-        try:
-            conn = pool.get()
-        except Exception as exc:
-            return exc
-        if isinstance(conn, PooledConnection):
-            return conn
-        pool.put(conn)
-        return None
-
-    def _release_after(self, conn: psycopg.Connection[Any], exc: BaseException) -> None:
-        pool = self._pool
-        if pool is None:
-            conn.close()
-        elif conn_is_broken(conn, exc):
-            pool.discard(conn)
-        else:
-            pool.put(conn)
 
     def run(self, operation: Operation[T], *, transaction: bool = False) -> T:
         """Run ``operation`` on a pooled connection; retry transient failures with backoff.
@@ -225,34 +254,26 @@ class Database:
             ``postgres_retry_attempts``.
         """
         # The first attempt inlines connection(): this is the path every call takes.
-        pool = self._pool
-        if (
-            pool is not None
-            and self._schema_ready
-            and self._pool_pid == os.getpid()
-            and not self._local_settings
-        ):
-            try:
-                conn = pool.get()
-            except Exception as exc:  # pool exhausted, or a new connection failed
-                return self._run_with_retries(operation, transaction, exc)
-            try:
-                if transaction:
-                    with conn.transaction():
-                        result = operation(conn)
-                else:
+        pool = self._hot
+        if pool is None or self._pool_pid != os.getpid():
+            return self._run_with_retries(operation, transaction, None)
+        try:
+            conn = pool.get()
+        except Exception as exc:  # pool exhausted, or its connection found closed
+            return self._run_with_retries(operation, transaction, exc)
+        try:
+            if transaction:
+                with conn.transaction():
                     result = operation(conn)
-            except BaseException as exc:
-                if conn_is_broken(conn, exc):
-                    pool.discard(conn)
-                else:
-                    pool.put(conn)
-                if not isinstance(exc, Exception):
-                    raise
-                return self._run_with_retries(operation, transaction, exc)
-            pool.put(conn)
-            return result
-        return self._run_with_retries(operation, transaction, None)
+            else:
+                result = operation(conn)
+        except BaseException as exc:
+            _release(pool, conn, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return self._run_with_retries(operation, transaction, exc)
+        pool.put(conn)
+        return result
 
     def _run_with_retries(
         self, operation: Operation[T], transaction: bool, failure: Exception | None
@@ -261,7 +282,9 @@ class Database:
         s = self.settings
         delay = s.retry_initial_delay
         local = self._local_settings
-        for attempt in range(1, s.retry_attempts + 1):
+        attempt = 1
+        unsent = 0
+        while True:
             try:
                 if failure is not None:
                     exc, failure = failure, None
@@ -281,8 +304,13 @@ class Database:
             except Exception as exc:
                 if not is_database_error(exc):
                     raise
+                if _never_ran(exc) and unsent < _UNSENT_RETRIES:
+                    # Nothing reached the server: a fresh connection, at once, uncounted.
+                    unsent += 1
+                    logger.debug("Pooled connection to %s was closed by the server", s.server)
+                    continue
                 cause = driver_error(exc) or exc
-                if not is_transient(exc) or attempt == s.retry_attempts:
+                if not is_transient(exc) or attempt >= s.retry_attempts:
                     if is_transient(exc):
                         error = translate(exc, s.server)
                         error.args = (
@@ -291,9 +319,6 @@ class Database:
                         )
                         raise error from cause
                     raise translate(exc, s.server) from cause
-                if isinstance(cause, psycopg.OperationalError):
-                    # After a restart every pooled connection is dead; start afresh.
-                    self.dispose()
                 logger.warning(
                     "Transient Postgres error on %s (attempt %d/%d), retrying in %.2fs: %s",
                     s.server,
@@ -304,7 +329,58 @@ class Database:
                 )
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, s.retry_max_delay)
-        raise AssertionError("unreachable: the retry loop returns or raises")
+                attempt += 1
+
+
+def _release(pool: ConnectionPool, conn: PooledConnection, exc: BaseException) -> None:
+    """Give ``conn`` back to ``pool``, its own, after ``exc``; close both if it was lost."""
+    if is_connection_loss(exc):
+        # After a restart every pooled connection is dead: start afresh.
+        pool.close()
+        pool.discard(conn)
+    elif conn.closed or conn.broken:
+        pool.discard(conn)
+    else:
+        pool.put(conn)
+
+
+def is_connection_loss(exc: BaseException) -> bool:
+    """True when ``exc`` means the session is gone: SQLSTATE class 08, 57P01-57P05, or a
+    driver error without SQLSTATE (the socket closed, reset or unreachable).
+
+    A deadlock, a serialization failure or a server out of connection slots is not a
+    loss: the session (or the pool) is still good.
+    """
+    err = driver_error(exc)
+    if not isinstance(err, psycopg.OperationalError):
+        return False
+    sqlstate = err.sqlstate
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in _SESSION_ENDED
+    return True
+
+
+def _never_ran(exc: BaseException) -> bool:
+    """True when the call certainly never reached the server, so resending costs nothing."""
+    if isinstance(exc, NothingSentError):
+        return True
+    # The server ends only an idle session for idle_session_timeout: the statement sent
+    # afterwards was never executed.
+    err = driver_error(exc)
+    return err is not None and err.sqlstate == _IDLE_SESSION_TIMEOUT
+
+
+def _url_options(url: str) -> str:
+    """The ``options`` parameter of ``url``, decoded as libpq decodes it ('' if none)."""
+    try:
+        params = conninfo_to_dict(libpq_url(url))
+    except psycopg.Error:
+        # libpq's message quotes the offending part of the URL, which may be the password.
+        raise PostgresConfigError(
+            "postgres_url cannot be read as a libpq connection URL; check its "
+            "percent-escapes and query parameters."
+        ) from None
+    return str(params.get("options") or "").strip()
 
 
 def _local_settings(settings: DatabaseSettings) -> tuple[str, tuple[str, ...]] | None:
@@ -340,14 +416,6 @@ def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
     if isinstance(conn, PooledConnection):
         return conn.hot_cursor
     return conn.cursor()
-
-
-def conn_is_broken(conn: Any, exc: BaseException) -> bool:
-    """True when the connection cannot be reused after ``exc``."""
-    if getattr(conn, "broken", False) or getattr(conn, "closed", False):
-        return True
-    err = driver_error(exc)
-    return err is not None and isinstance(err, psycopg.OperationalError) and not err.sqlstate
 
 
 _registry: dict[DatabaseSettings, Database] = {}

@@ -73,6 +73,9 @@ class DatabaseSettings:
     pool_size: int = 5
     max_overflow: int = 10
     pool_timeout: float = 30.0
+    pool_max_lifetime: float = 3600.0
+    pool_max_idle: float = 600.0
+    pool_check: bool = False
     connect_timeout: int = 10
     statement_timeout_ms: int = 60_000
     application_name: str = "pynenc"
@@ -102,6 +105,11 @@ class DatabaseSettings:
             raise PostgresConfigError(
                 "postgres_pool_timeout and postgres_connect_timeout must not be negative."
             )
+        if self.pool_max_lifetime <= 0 or self.pool_max_idle <= 0:
+            raise PostgresConfigError(
+                "postgres_pool_max_lifetime and postgres_pool_max_idle must be positive "
+                "numbers of seconds."
+            )
         if self.apply_settings not in APPLY_SETTINGS_MODES:
             raise PostgresConfigError(
                 f"postgres_apply_settings is {self.apply_settings!r}; use 'startup' (sent when "
@@ -118,6 +126,9 @@ class DatabaseSettings:
             pool_size=conf.postgres_pool_size,
             max_overflow=conf.postgres_max_overflow,
             pool_timeout=conf.postgres_pool_timeout,
+            pool_max_lifetime=conf.postgres_pool_max_lifetime,
+            pool_max_idle=conf.postgres_pool_max_idle,
+            pool_check=conf.postgres_pool_check,
             connect_timeout=conf.postgres_connect_timeout,
             statement_timeout_ms=conf.postgres_statement_timeout_ms,
             application_name=conf.postgres_application_name,
