@@ -14,7 +14,7 @@ import psycopg.errors
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.dialects.postgresql import INTERVAL, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, TIMESTAMP
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, raiseload, selectinload
 from sqlalchemy.pool import NullPool
@@ -32,6 +32,7 @@ from pynenc_postgres.models import (
     InvocationTimeline,
     ReadOnlyViewError,
     RunnerContext,
+    RunnerStatus,
     WorkflowRun,
 )
 from tests.audit.conftest import APP_A, Seed
@@ -101,7 +102,7 @@ def test_the_public_module_exports_every_model_and_view() -> None:
     assert not missing, f"export these models from pynenc_postgres.models: {sorted(missing)}"
     mapped_views = {mapper.local_table.name for mapper in ViewBase.registry.mappers}
     assert mapped_views == set(tables.VIEWS), "map each view of tables.VIEWS in db/views.py"
-    assert {InvocationStatus, InvocationTimeline} <= exported
+    assert {InvocationStatus, InvocationTimeline, RunnerStatus} <= exported
 
 
 _CATALOG_TYPES: dict[str, type[TypeEngine[Any]]] = {
@@ -110,6 +111,7 @@ _CATALOG_TYPES: dict[str, type[TypeEngine[Any]]] = {
     "bigint": BigInteger,
     "timestamp with time zone": TIMESTAMP,
     "interval": INTERVAL,
+    "ARRAY": ARRAY,
 }
 
 
