@@ -14,14 +14,25 @@ Tables (one class each; every primary key starts with ``app_id``):
   serialized it;
 * :class:`RunnerContext`: the runners, processes and threads that wrote history;
 * :class:`AppInfo`, :class:`WorkflowRun`, :class:`WorkflowData`,
-  :class:`WorkflowSubInvocation`.
+  :class:`WorkflowSubInvocation`;
+* ``PostgresTrigger``'s tables: :class:`TriggerCondition`,
+  :class:`TriggerSourceTaskCondition`, :class:`TriggerDefinition`,
+  :class:`TriggerDefinitionCondition`, :class:`TriggerValidCondition`,
+  :class:`TriggerCronExecution`, :class:`TriggerRunClaim`, :class:`TriggerEvent`,
+  :class:`TriggerEventInvocation`, :class:`TriggerRun`, :class:`TriggerRunParticipant`;
+* ``PostgresOrchestrator``'s tables: :class:`OrchestratorInvocation` (the status each
+  invocation is in), :class:`OrchestratorArgument`, :class:`OrchestratorWaiting`,
+  :class:`RunnerHeartbeat`, :class:`AtomicServiceExecution`.
 
 Views (read-only; the session refuses to write their rows):
 
 * :class:`InvocationStatus` (``pynenc_invocation_status``): current status of each
   invocation;
 * :class:`InvocationTimeline` (``pynenc_invocation_timeline``): every status change,
-  numbered, with durations and the runner that wrote it.
+  numbered, with durations and the runner that wrote it;
+* :class:`RunnerStatus` (``pynenc_runner_status``): each runner with its heartbeat's
+  age on the server's clock, the invocations it owns and whether it holds the atomic
+  service.
 
 Relationships, all read-only (``viewonly``) and backed by no foreign key in the
 database, since pynenc may write history before the invocation's row:
@@ -60,12 +71,28 @@ pynenc's runtime never imports this module: runners use plain SQL.
 
 from pynenc_postgres.db.models import (
     AppInfo,
+    AtomicServiceExecution,
     Base,
     Invocation,
     InvocationException,
     InvocationHistory,
     InvocationResult,
+    OrchestratorArgument,
+    OrchestratorInvocation,
+    OrchestratorWaiting,
     RunnerContext,
+    RunnerHeartbeat,
+    TriggerCondition,
+    TriggerCronExecution,
+    TriggerDefinition,
+    TriggerDefinitionCondition,
+    TriggerEvent,
+    TriggerEventInvocation,
+    TriggerRun,
+    TriggerRunClaim,
+    TriggerRunParticipant,
+    TriggerSourceTaskCondition,
+    TriggerValidCondition,
     WorkflowData,
     WorkflowRun,
     WorkflowSubInvocation,
@@ -75,11 +102,13 @@ from pynenc_postgres.db.views import (
     InvocationStatus,
     InvocationTimeline,
     ReadOnlyViewError,
+    RunnerStatus,
     ViewBase,
 )
 
 __all__ = [
     "AppInfo",
+    "AtomicServiceExecution",
     "Base",
     "Invocation",
     "InvocationException",
@@ -87,8 +116,24 @@ __all__ = [
     "InvocationResult",
     "InvocationStatus",
     "InvocationTimeline",
+    "OrchestratorArgument",
+    "OrchestratorInvocation",
+    "OrchestratorWaiting",
     "ReadOnlyViewError",
     "RunnerContext",
+    "RunnerHeartbeat",
+    "RunnerStatus",
+    "TriggerCondition",
+    "TriggerCronExecution",
+    "TriggerDefinition",
+    "TriggerDefinitionCondition",
+    "TriggerEvent",
+    "TriggerEventInvocation",
+    "TriggerRun",
+    "TriggerRunClaim",
+    "TriggerRunParticipant",
+    "TriggerSourceTaskCondition",
+    "TriggerValidCondition",
     "ViewBase",
     "WorkflowData",
     "WorkflowRun",

@@ -14,7 +14,7 @@ import psycopg.errors
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.dialects.postgresql import INTERVAL, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, TIMESTAMP
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, raiseload, selectinload
 from sqlalchemy.pool import NullPool
@@ -32,6 +32,7 @@ from pynenc_postgres.models import (
     InvocationTimeline,
     ReadOnlyViewError,
     RunnerContext,
+    RunnerStatus,
     WorkflowRun,
 )
 from tests.audit.conftest import APP_A, Seed
@@ -101,7 +102,7 @@ def test_the_public_module_exports_every_model_and_view() -> None:
     assert not missing, f"export these models from pynenc_postgres.models: {sorted(missing)}"
     mapped_views = {mapper.local_table.name for mapper in ViewBase.registry.mappers}
     assert mapped_views == set(tables.VIEWS), "map each view of tables.VIEWS in db/views.py"
-    assert {InvocationStatus, InvocationTimeline} <= exported
+    assert {InvocationStatus, InvocationTimeline, RunnerStatus} <= exported
 
 
 _CATALOG_TYPES: dict[str, type[TypeEngine[Any]]] = {
@@ -110,6 +111,7 @@ _CATALOG_TYPES: dict[str, type[TypeEngine[Any]]] = {
     "bigint": BigInteger,
     "timestamp with time zone": TIMESTAMP,
     "interval": INTERVAL,
+    "ARRAY": ARRAY,
 }
 
 
@@ -368,7 +370,8 @@ def test_relationships_stay_within_one_app_and_need_no_row_on_the_other_side(
         x = session.get(Invocation, ("x", "child"))
         y = session.get(Invocation, ("y", "child"))
         assert x is not None and y is not None
-        assert [c.status for c in x.history] == ["registered", "pending", "running", "success"]
+        # running and pending share their recorded_at: the one inserted first comes first.
+        assert [c.status for c in x.history] == ["registered", "running", "pending", "success"]
         assert [c.status for c in y.history] == ["registered", "failed"]
         assert x.result is not None and x.result.serialized_result == "3" and x.exception is None
         assert y.result is None and y.exception is not None and y.exception.app_id == "y"

@@ -1,7 +1,8 @@
 """The audit views of the migrations, mapped as read-only classes.
 
-``pynenc_invocation_status`` and ``pynenc_invocation_timeline`` are created by
-migrations (0002), like every other object of the schema. They are mapped on a
+``pynenc_invocation_status`` and ``pynenc_invocation_timeline`` (migration 0002) and
+``pynenc_runner_status`` (0004) are created by migrations, like every other object of
+the schema. They are mapped on a
 :class:`ViewBase` whose metadata is separate from the tables'
 (:class:`~pynenc_postgres.db.models.Base`), so Alembic's autogenerate, which compares
 ``Base.metadata`` with the database, never proposes to create them as tables, and
@@ -20,8 +21,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
-from sqlalchemy import Connection, MetaData, event
-from sqlalchemy.dialects.postgresql import INTERVAL
+from sqlalchemy import Connection, MetaData, Text, event
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL
 from sqlalchemy.orm import DeclarativeBase, Mapped, Mapper, mapped_column
 
 from pynenc_postgres.db import tables
@@ -109,6 +110,38 @@ class InvocationTimeline(ViewBase):
     registered_by_invocation_id: Mapped[str | None] = mapped_column()
 
     __mapper_args__: Mapping[str, Any] = {"primary_key": (app_id, invocation_id, step)}
+
+
+class RunnerStatus(ViewBase):
+    """One row per runner (and worker) with its heartbeat's age (``pynenc_runner_status``).
+
+    Written by ``PostgresOrchestrator``: the age is measured on the server's clock, with
+    the PENDING and RUNNING invocations the runner owns and the atomic-service execution
+    it holds, if any. Filter on ``app_id``.
+    """
+
+    __tablename__ = tables.RUNNER_STATUS_VIEW
+
+    app_id: Mapped[str] = mapped_column()
+    runner_id: Mapped[str] = mapped_column()
+    runner_cls: Mapped[str | None] = mapped_column()
+    """None when the runner's context is not stored; so are ``hostname`` and ``pid``."""
+    hostname: Mapped[str | None] = mapped_column()
+    pid: Mapped[int | None] = mapped_column()
+    can_run_atomic_service: Mapped[bool] = mapped_column()
+    consumed_queues: Mapped[list[str]] = mapped_column(ARRAY(Text()))
+    first_heartbeat_at: Mapped[datetime] = mapped_column()
+    last_heartbeat_at: Mapped[datetime] = mapped_column()
+    heartbeat_age: Mapped[timedelta] = mapped_column()
+    """``now() - last_heartbeat_at``; pynenc considers the runner dead past
+    ``runner_considered_dead_after_minutes``."""
+    pending_invocations: Mapped[int] = mapped_column()
+    running_invocations: Mapped[int] = mapped_column()
+    holds_atomic_service: Mapped[bool] = mapped_column()
+    atomic_service_run_id: Mapped[str | None] = mapped_column()
+    atomic_service_started_at: Mapped[datetime | None] = mapped_column()
+
+    __mapper_args__: Mapping[str, Any] = {"primary_key": (app_id, runner_id)}
 
 
 # The classes above, by view name, for code that walks every mapped view.
