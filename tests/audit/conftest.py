@@ -8,11 +8,12 @@ seeded database is used as the template of a fresh clone for every test.
 
 from __future__ import annotations
 
+import selectors
 import signal
 import subprocess
 import sys
 import threading
-import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,8 @@ from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.audit import tasks
 from tests.conftest import PostgresServer
+from tests.task_failures import expected_task_failures
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APP_A = "audit-a"
@@ -54,23 +57,34 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
     )
 
 
-def _run(app: Pynenc, calls: dict[str, Any]) -> dict[str, str]:
-    """Run the invocations made by ``calls`` to completion on a ThreadRunner."""
+def _run(
+    app: Pynenc,
+    calls: dict[str, Any],
+    failing: dict[str, tuple[Any, type[BaseException]]],
+) -> dict[str, str]:
+    """Run the invocations made by ``calls`` to completion on a ThreadRunner.
+
+    :param failing: the calls meant to fail, each with its task and the exception it
+        raises; every other call must succeed, and no runner thread may fail otherwise.
+    """
     for task in tasks.ALL_TASKS:
         task.app = app
+    thread_failures = Counter(failing.values())
     runner = threading.Thread(target=app.runner.run, daemon=True)
-    runner.start()
-    try:
-        invocations = {name: make() for name, make in calls.items()}
-        for invocation in invocations.values():
-            try:
-                invocation.result  # noqa: B018 - waits for the invocation to finish
-            except Exception:  # the failing tasks are part of the seed
-                pass
-        return {name: inv.invocation_id for name, inv in invocations.items()}
-    finally:
-        app.runner.stop_runner_loop()
-        runner.join()
+    with expected_task_failures(thread_failures):
+        runner.start()
+        try:
+            invocations = {name: make() for name, make in calls.items()}
+            for name, invocation in invocations.items():
+                if name in failing:
+                    with pytest.raises(failing[name][1]):
+                        invocation.result  # noqa: B018 - waits for the invocation to fail
+                else:
+                    invocation.result  # noqa: B018 - waits for the invocation to succeed
+        finally:
+            app.runner.stop_runner_loop()
+            runner.join()
+    return {name: inv.invocation_id for name, inv in invocations.items()}
 
 
 def _latest_status(url: str, app_id: str, invocation_id: str) -> str | None:
@@ -94,11 +108,20 @@ def _kill_worker_while_running(url: str, sqlite_path: Path) -> str:
     )
     try:
         assert worker.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(worker.stdout, selectors.EVENT_READ)
+            wait_until(
+                lambda: selector.select(timeout=0.1) or worker.poll() is not None,
+                "the stuck worker printing its invocation id",
+            )
         invocation_id = worker.stdout.readline().strip()
-        assert invocation_id, "the worker printed no invocation id"
-        while _latest_status(url, APP_A, invocation_id) != "running":
+        assert invocation_id, f"the worker exited ({worker.poll()}) without an invocation id"
+
+        def running() -> bool:
             assert worker.poll() is None, "the worker exited before running its task"
-            time.sleep(0.05)
+            return _latest_status(url, APP_A, invocation_id) == "running"
+
+        wait_until(running, f"the stuck worker's invocation {invocation_id} RUNNING")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
@@ -108,10 +131,15 @@ def _kill_worker_while_running(url: str, sqlite_path: Path) -> str:
 def _wait_until_unused(server: PostgresServer, name: str) -> None:
     """A killed client's server processes exit on their own; CREATE DATABASE needs that."""
     with server.admin() as conn:
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
-        ).fetchone() != (0,):
-            time.sleep(0.05)
+
+        def sessions() -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        wait_until(lambda: sessions() == 0, f"every session of {name} closed by the server")
 
 
 @pytest.fixture(scope="session")
@@ -134,6 +162,11 @@ def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPat
                 "slow": lambda: tasks.slow(0.3),
                 "pipeline": lambda: tasks.pipeline(3),
             },
+            failing={
+                "divide_zero": (tasks.divide, ZeroDivisionError),
+                "divide_zero_2": (tasks.divide, ZeroDivisionError),
+                "parse_bad": (tasks.parse, ValueError),
+            },
         )
     )
     seed.ids.update(
@@ -142,6 +175,7 @@ def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPat
             for key, value in _run(
                 _build(url, work / "b.sqlite", APP_B),
                 {"add": lambda: tasks.add(10, 20), "divide_zero": lambda: tasks.divide(5, 0)},
+                failing={"divide_zero": (tasks.divide, ZeroDivisionError)},
             ).items()
         }
     )

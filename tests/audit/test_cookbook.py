@@ -12,8 +12,6 @@ import pytest
 from tests.audit.conftest import APP_A, APP_B, Seed
 from tests.audit.cookbook import cookbook, render, variables
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-
 TASKS = "tests.audit.tasks."
 Rows = list[tuple[Any, ...]]
 

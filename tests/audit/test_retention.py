@@ -20,8 +20,6 @@ from pynenc_postgres.retention import (
 )
 from tests.audit.conftest import APP_A, APP_B, Seed, all_rows
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-
 FINAL = {"success", "failed", "concurrency_controlled_final"}
 Rows = dict[str, set[tuple[Any, ...]]]
 

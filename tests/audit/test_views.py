@@ -7,13 +7,10 @@ import json
 from typing import Any
 
 import psycopg
-import pytest
 
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.audit.conftest import APP_A, Seed
-
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
 TASKS = "tests.audit.tasks."
 
