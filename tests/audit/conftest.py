@@ -69,21 +69,24 @@ def _run(
     """
     for task in tasks.ALL_TASKS:
         task.app = app
-    thread_failures = Counter(failing.values())
+    outcomes: dict[str, type[BaseException] | None] = {}
     runner = threading.Thread(target=app.runner.run, daemon=True)
-    with expected_task_failures(thread_failures):
+    with expected_task_failures(Counter(failing.values())):
         runner.start()
         try:
             invocations = {name: make() for name, make in calls.items()}
+            # Every call is awaited before anything is asserted: a runner stopped early
+            # would leave the workflow waiting for its steps, and its join would hang.
             for name, invocation in invocations.items():
-                if name in failing:
-                    with pytest.raises(failing[name][1]):
-                        invocation.result  # noqa: B018 - waits for the invocation to fail
-                else:
-                    invocation.result  # noqa: B018 - waits for the invocation to succeed
+                try:
+                    invocation.result  # noqa: B018 - waits for the invocation to end
+                    outcomes[name] = None
+                except Exception as exc:  # compared with `failing` below
+                    outcomes[name] = type(exc)
         finally:
             app.runner.stop_runner_loop()
             runner.join()
+        assert outcomes == {name: failing[name][1] if name in failing else None for name in calls}
     return {name: inv.invocation_id for name, inv in invocations.items()}
 
 
