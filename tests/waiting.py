@@ -7,6 +7,8 @@ loaded machine is slow); reaching one is a failure, not a measurement.
 
 from __future__ import annotations
 
+import sys
+import threading
 import time
 from collections.abc import Callable
 
@@ -36,3 +38,17 @@ def wait_until[T](
             text = message() if callable(message) else message
             raise AssertionError(f"{text} (still not the case after {timeout:g} s)")
         time.sleep(interval)
+
+
+def blocked_in_wait(thread: threading.Thread) -> bool:
+    """True while ``thread`` sits in ``threading``'s ``wait`` (a condition or an event).
+
+    A test that needs another thread to be waiting (for a pooled connection, say)
+    polls this instead of sleeping and hoping.
+    """
+    frame = sys._current_frames().get(thread.ident or -1)
+    return (
+        frame is not None
+        and frame.f_code.co_name == "wait"
+        and frame.f_code.co_filename == threading.__file__
+    )
