@@ -29,7 +29,7 @@ from pynenc_postgres.db.errors import (
     SchemaError,
     SchemaMissingError,
 )
-from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
 from pynenc_postgres.db.tables import VERSION_TABLE
 
 if TYPE_CHECKING:
@@ -125,14 +125,18 @@ def _engine(settings: DatabaseSettings, purpose: str) -> Engine:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    return create_engine(
-        settings.sqlalchemy_url,
-        poolclass=NullPool,
-        connect_args={
-            "connect_timeout": settings.connect_timeout,
-            "application_name": f"{settings.application_name}-{purpose}",
-        },
-    )
+    # libpq reads the URL exactly as the runtime pool does; SQLAlchemy would parse and
+    # re-encode it (decoding '+' in a query value as a space, which libpq does not).
+    conninfo = libpq_url(settings.url)
+
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            conninfo,
+            connect_timeout=settings.connect_timeout,
+            application_name=f"{settings.application_name}-{purpose}",
+        )
+
+    return create_engine("postgresql+psycopg://", creator=connect, poolclass=NullPool)
 
 
 @contextmanager
