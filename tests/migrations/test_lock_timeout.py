@@ -21,7 +21,6 @@ from pynenc import PynencBuilder
 
 from pynenc_postgres.cli import main
 from pynenc_postgres.db import schema
-from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.waiting import DEFAULT_TIMEOUT, wait_until
 
@@ -106,19 +105,31 @@ def test_the_configured_lock_timeout_reaches_the_migration(
     assert seen_lock_timeout(database_url) == "4321ms"
 
 
-def test_auto_migrate_uses_the_configured_lock_timeout(
-    database_url: str, locking_scripts: str, monkeypatch: pytest.MonkeyPatch
+def test_auto_migrate_uses_the_app_configured_lock_timeout(
+    database_url: str, locking_scripts: str
 ) -> None:
-    monkeypatch.setenv("PYNENC__POSTGRES_MIGRATION_LOCK_TIMEOUT_MS", "2345")
-    app = PynencBuilder().memory().postgres(url=database_url, auto_migrate=True).build()
+    # Through the app's own config values: Alembic's env.py would otherwise fall back
+    # to the environment (where nothing is set), so only the handed-over value gives this.
+    app = (
+        PynencBuilder()
+        .memory()
+        .postgres(url=database_url, auto_migrate=True)
+        .custom_config(postgres_migration_lock_timeout_ms=2345)
+        .build()
+    )
     assert app.state_backend.get_history("anything") == []
     assert seen_lock_timeout(database_url) == "2345ms"
 
 
-def test_the_default_lock_timeout_is_ten_seconds(database_url: str, locking_scripts: str) -> None:
-    dispose_all()
-    schema.upgrade(DatabaseSettings(url=database_url))
-    assert seen_lock_timeout(database_url) == "10s"
+@pytest.mark.parametrize(("configured", "seen"), [(None, "10s"), (1234, "1234ms"), (0, "0")])
+def test_schema_upgrade_runs_with_the_settings_lock_timeout(
+    database_url: str, locking_scripts: str, configured: int | None, seen: str
+) -> None:
+    settings = DatabaseSettings(url=database_url)
+    if configured is not None:
+        settings = DatabaseSettings(url=database_url, migration_lock_timeout_ms=configured)
+    schema.upgrade(settings)
+    assert seen_lock_timeout(database_url) == seen
 
 
 def test_a_blocked_migration_gives_up_after_the_lock_timeout_with_a_clear_message(
