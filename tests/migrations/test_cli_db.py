@@ -25,7 +25,7 @@ def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
 
 
 def shipped() -> list[tuple[str, str | None, str]]:
-    """(revision, down_revision, first line of the docstring) of each file, oldest first."""
+    """(revision, down_revision, docstring summary) of each revision file, oldest first."""
     found = []
     for path in sorted(VERSIONS.glob("[0-9][0-9][0-9][0-9]_*.py")):
         module = ast.parse(path.read_text())
@@ -36,7 +36,7 @@ def shipped() -> list[tuple[str, str | None, str]]:
             and isinstance(node.target, ast.Name)
             and node.value is not None
         }
-        doc = (ast.get_docstring(module) or "").splitlines()[0]
+        doc = (ast.get_docstring(module) or "").split("\n\n")[0]  # its first paragraph
         found.append((values["revision"], values["down_revision"], doc))
     return found
 
@@ -49,10 +49,10 @@ def test_history_lists_every_shipped_revision_newest_first_without_a_database(
     assert (code, err) == (0, "")
     revisions = shipped()
     head = revisions[-1][0]
-    assert out.splitlines() == [
-        f"{down or 'base'} -> {revision}{' (head)' if revision == head else ''}: {doc}"
+    assert out == "".join(
+        f"{down or 'base'} -> {revision}{' (head)' if revision == head else ''}: {doc}\n"
         for revision, down, doc in reversed(revisions)
-    ]
+    )
 
 
 def test_current_names_each_state(
