@@ -7,12 +7,16 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from pynenc import Pynenc, PynencBuilder
 from pynenc.broker.sqlite_broker import SQLiteBroker
 from pynenc.orchestrator.mem_orchestrator import MemOrchestrator
 
+from pynenc_postgres.cli import main
+from pynenc_postgres.conf import ConfigPostgres
 from pynenc_postgres.state_backend import PostgresStateBackend
 
 
@@ -100,3 +104,80 @@ def test_a_fresh_process_resolves_the_class_by_name_through_the_entry_point(
         "PostgresStateBackend",
         "[]",
     ]
+
+
+def _connection_setting(app: Pynenc, name: str) -> str:
+    backend = app.state_backend
+    assert isinstance(backend, PostgresStateBackend)
+
+    def op(conn: psycopg.Connection[Any]) -> str:
+        row = conn.execute("SELECT current_setting(%s)", (name,)).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    return backend.db.run(op)
+
+
+def test_pynenc_filepath_configures_the_backend_below_env_vars(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = tmp_path / "pynenc.yaml"
+    config.write_text(
+        textwrap.dedent(
+            f"""
+            app_id: from-filepath
+            state_backend_cls: PostgresStateBackend
+            postgres_url: "{database_url}"
+            postgres_application_name: from-file
+            postgres_statement_timeout_ms: 4321
+            """
+        )
+    )
+    monkeypatch.delenv("PYNENC__POSTGRES_URL", raising=False)
+    monkeypatch.setenv("PYNENC__FILEPATH", str(config))
+    app = Pynenc()
+
+    assert isinstance(app.state_backend, PostgresStateBackend)
+    assert app.state_backend.settings.url == database_url
+    # The connection itself runs with the file's settings.
+    assert _connection_setting(app, "application_name") == "from-file"
+    assert _connection_setting(app, "statement_timeout") == "4321ms"
+
+    # An environment variable overrides the file.
+    monkeypatch.setenv("PYNENC__POSTGRES_APPLICATION_NAME", "from-env")
+    assert Pynenc().state_backend.settings.application_name == "from-env"
+
+    # The command line reads the same file when no --url is given.
+    assert main(["db", "current"]) == 0
+    assert "(up to date;" in capsys.readouterr().out
+
+
+def test_class_specific_settings_apply_to_the_state_backend_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared_url = "postgresql://nobody@127.0.0.1:1/unused"
+    config = tmp_path / "pynenc.yaml"
+    config.write_text(
+        textwrap.dedent(
+            """
+            postgres_application_name: shared-name
+            statebackendpostgres:
+              postgres_application_name: backend-name
+            """
+        )
+    )
+    monkeypatch.setenv("PYNENC__FILEPATH", str(config))
+    monkeypatch.setenv("PYNENC__STATE_BACKEND_CLS", "PostgresStateBackend")
+    monkeypatch.setenv("PYNENC__POSTGRES_URL", shared_url)
+    monkeypatch.setenv("PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL", database_url)
+    app = Pynenc()
+
+    assert isinstance(app.state_backend, PostgresStateBackend)
+    assert app.state_backend.settings.url == database_url
+    assert _connection_setting(app, "application_name") == "backend-name"
+    # What every other reader of the shared settings (the CLI, other components) sees.
+    shared = ConfigPostgres()
+    assert (shared.postgres_url, shared.postgres_application_name) == (shared_url, "shared-name")

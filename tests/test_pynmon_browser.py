@@ -16,7 +16,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.demo import DEMO_APP_ID, demo_environment
 from tests.conftest import PostgresServer
 from tests.test_demo import run_demo
+from tests.waiting import wait_until
 
 pytest.importorskip("pynmon", reason="pynmon (pynenc[monitor]) supports Python < 3.13 only")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
@@ -80,15 +80,17 @@ def free_port() -> int:
 
 def wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> None:
     """Poll pynmon's health endpoint until it answers, or fail when the process exits."""
-    while True:
+
+    def serving() -> bool:
         if proc.poll() is not None:
             pytest.fail(f"pynenc monitor exited with {proc.returncode}:\n{log.read_text()}")
         try:
             with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
+                return bool(response.status == 200)
         except OSError:
-            time.sleep(0.2)
+            return False
+
+    wait_until(serving, lambda: f"pynenc monitor answering {url}:\n{log.read_text()}", interval=0.2)
 
 
 @pytest.fixture(scope="module")

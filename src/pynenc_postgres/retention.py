@@ -204,6 +204,9 @@ def purge_invocations(
     """
     if batch_size < 1:
         raise PostgresConfigError("batch_size must be at least 1.")
+    if older_than is not None and older_than < timedelta(0):
+        # A cutoff in the future would put every invocation in scope, however recent.
+        raise PostgresConfigError(f"older_than must not be negative (got {older_than}).")
     if not app_id:
         raise PostgresConfigError("A purge needs the app id whose invocations it deletes.")
     scope = parse_statuses(statuses) if statuses is not None else final_statuses()

@@ -9,11 +9,12 @@ used as the template of a fresh clone for every test.
 
 from __future__ import annotations
 
+import selectors
 import signal
 import subprocess
 import sys
 import threading
-import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ from pynenc_postgres.db.models import STATE_TABLES
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.audit import tasks
 from tests.conftest import PostgresServer
+from tests.task_failures import expected_task_failures
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 APP_A = "audit-a"
@@ -64,31 +67,45 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
     )
 
 
-def _run(app: Pynenc, calls: dict[str, Any], *, events: bool = False) -> dict[str, str]:
+def _run(
+    app: Pynenc,
+    calls: dict[str, Any],
+    failing: dict[str, tuple[Any, type[BaseException]]],
+    *,
+    events: bool = False,
+) -> dict[str, str]:
     """Run the invocations made by ``calls`` to completion on a ThreadRunner.
 
-    With ``events``, ``place_order`` emits an event whose trigger runs ``ship_order``.
+    :param failing: the calls meant to fail, each with its task and the exception it
+        raises; every other call must succeed, and no runner thread may fail otherwise.
+    :param events: ``place_order`` emits an event whose trigger runs ``ship_order``.
     """
     for task in tasks.ALL_TASKS:
         task.app = app
     if events:
         app.trigger.register_task_triggers(tasks.ship_order, tasks.SHIP_ON_ORDER)
+    outcomes: dict[str, type[BaseException] | None] = {}
     runner = threading.Thread(target=app.runner.run, daemon=True)
-    runner.start()
-    try:
-        invocations = {name: make() for name, make in calls.items()}
-        for invocation in invocations.values():
-            try:
-                invocation.result  # noqa: B018 - waits for the invocation to finish
-            except Exception:  # the failing tasks are part of the seed
-                pass
-        ids = {name: inv.invocation_id for name, inv in invocations.items()}
-        if events:
-            ids.update(_fire_triggers(app))
-        return ids
-    finally:
-        app.runner.stop_runner_loop()
-        runner.join()
+    with expected_task_failures(Counter(failing.values())):
+        runner.start()
+        try:
+            invocations = {name: make() for name, make in calls.items()}
+            # Every call is awaited before anything is asserted: a runner stopped early
+            # would leave the workflow waiting for its steps, and its join would hang.
+            for name, invocation in invocations.items():
+                try:
+                    invocation.result  # noqa: B018 - waits for the invocation to end
+                    outcomes[name] = None
+                except Exception as exc:  # compared with `failing` below
+                    outcomes[name] = type(exc)
+            ids = {name: inv.invocation_id for name, inv in invocations.items()}
+            if events:
+                ids.update(_fire_triggers(app))
+        finally:
+            app.runner.stop_runner_loop()
+            runner.join()
+        assert outcomes == {name: failing[name][1] if name in failing else None for name in calls}
+    return ids
 
 
 def _fire_triggers(app: Pynenc) -> dict[str, str]:
@@ -135,11 +152,20 @@ def _kill_worker_while_running(url: str, sqlite_path: Path) -> str:
     )
     try:
         assert worker.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(worker.stdout, selectors.EVENT_READ)
+            wait_until(
+                lambda: selector.select(timeout=0.1) or worker.poll() is not None,
+                "the stuck worker printing its invocation id",
+            )
         invocation_id = worker.stdout.readline().strip()
-        assert invocation_id, "the worker printed no invocation id"
-        while _latest_status(url, APP_A, invocation_id) != "running":
+        assert invocation_id, f"the worker exited ({worker.poll()}) without an invocation id"
+
+        def running() -> bool:
             assert worker.poll() is None, "the worker exited before running its task"
-            time.sleep(0.05)
+            return _latest_status(url, APP_A, invocation_id) == "running"
+
+        wait_until(running, f"the stuck worker's invocation {invocation_id} RUNNING")
     finally:
         worker.send_signal(signal.SIGKILL)
         worker.wait()
@@ -149,10 +175,15 @@ def _kill_worker_while_running(url: str, sqlite_path: Path) -> str:
 def _wait_until_unused(server: PostgresServer, name: str) -> None:
     """A killed client's server processes exit on their own; CREATE DATABASE needs that."""
     with server.admin() as conn:
-        while conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
-        ).fetchone() != (0,):
-            time.sleep(0.05)
+
+        def sessions() -> int:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            assert row is not None
+            return int(row[0])
+
+        wait_until(lambda: sessions() == 0, f"every session of {name} closed by the server")
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +208,11 @@ def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPat
                 "place_order": lambda: tasks.place_order("A-1"),
             },
             events=True,
+            failing={
+                "divide_zero": (tasks.divide, ZeroDivisionError),
+                "divide_zero_2": (tasks.divide, ZeroDivisionError),
+                "parse_bad": (tasks.parse, ValueError),
+            },
         )
     )
     seed.ids.update(
@@ -185,6 +221,7 @@ def audit_seed(postgres_server: PostgresServer, tmp_path_factory: pytest.TempPat
             for key, value in _run(
                 _build(url, work / "b.sqlite", APP_B),
                 {"add": lambda: tasks.add(10, 20), "divide_zero": lambda: tasks.divide(5, 0)},
+                failing={"divide_zero": (tasks.divide, ZeroDivisionError)},
             ).items()
         }
     )

@@ -10,8 +10,6 @@ from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.inspect import _read
 from tests.audit.conftest import APP_A, Seed, all_rows
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-
 
 def inspect(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, str, str]:
     code = main(["inspect", *args, "--url", url])

@@ -8,15 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.retention import _candidates_sql
 from pynenc_postgres.state_backend.sql import statements
 from tests.audit.conftest import APP_A, Seed
-
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 
 TASKS = "tests.audit.tasks."
 

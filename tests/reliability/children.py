@@ -10,8 +10,12 @@ import sys
 from typing import Any
 
 
-def rebuild_from_environment(invocation_id: str, results: Any) -> None:
-    """Build ``Pynenc()`` from ``PYNENC__*`` variables, read the parent's row, write one."""
+def rebuild_from_environment(invocation_id: str, results: Any, release: Any) -> None:
+    """Build ``Pynenc()`` from ``PYNENC__*`` variables, read the parent's row, write one.
+
+    The child then keeps its session open until ``release`` is set (or a minute has
+    passed), so that the parent can look at it in ``pg_stat_activity``.
+    """
     try:
         imported_before = "pynenc_postgres" in sys.modules
         from pynenc import Pynenc
@@ -33,6 +37,7 @@ def rebuild_from_environment(invocation_id: str, results: Any) -> None:
                 "backend_pid": backend.db.run(op),
             }
         )
+        release.wait(60)
     except BaseException as exc:
         results.put({"error": repr(exc)})
         raise

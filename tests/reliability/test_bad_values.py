@@ -17,6 +17,7 @@ from pynenc_postgres.db.errors import PostgresStatementTimeoutError, PostgresVal
 from pynenc_postgres.state_backend import PostgresStateBackend
 from tests.reliability.conftest import build_app
 from tests.reliability.tasks import new_invocation, record
+from tests.waiting import DEFAULT_TIMEOUT
 
 APP_IDS = [
     'it\'s a "quoted" app',
@@ -180,17 +181,17 @@ def test_statement_timeout_is_a_clear_error_and_the_connection_survives(
         with psycopg.connect(database_url) as conn:
             conn.execute("LOCK TABLE pynenc_invocation_history IN ACCESS EXCLUSIVE MODE")
             locked.set()
-            done.wait()
+            done.wait(DEFAULT_TIMEOUT)
 
     blocker = threading.Thread(target=hold_lock)
     blocker.start()
     try:
-        locked.wait()
+        assert locked.wait(DEFAULT_TIMEOUT), "the other session never locked the table"
         with pytest.raises(PostgresStatementTimeoutError, match="postgres_statement_timeout_ms"):
             record(app, invocation, InvocationStatus.PENDING, ctx)
     finally:
         done.set()
-        blocker.join()
+        blocker.join(DEFAULT_TIMEOUT)
     # Same session afterwards (not replaced), and it works.
     assert backend.db.run(pid) == before
     record(app, invocation, InvocationStatus.PENDING, ctx)

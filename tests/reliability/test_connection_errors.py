@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -89,12 +90,25 @@ def test_malformed_url_is_refused_by_the_builder(
     assert_no_secret(info.value, caplog)
 
 
-def _first_call(url: str) -> tuple[BaseException, float]:
-    app = build_app(url, connect_timeout=5, retry_attempts=4, retry_initial_delay=0.05)
+CONNECT_TIMEOUT = 5
+
+
+def _first_call(url: str, **retry: Any) -> tuple[BaseException, float]:
+    app = build_app(url, connect_timeout=CONNECT_TIMEOUT, **retry)
     started = time.perf_counter()
     with pytest.raises(PostgresPluginError) as info:
         app.state_backend.get_invocation("x")
     return info.value, time.perf_counter() - started
+
+
+def backoff_bounds(attempts: int, initial: float, maximum: float) -> tuple[float, float]:
+    """Least and most time the retry loop sleeps over ``attempts`` attempts.
+
+    Each delay is the doubled one before it, capped at ``maximum``, and sleeps between
+    half and all of it (jitter).
+    """
+    delays = [min(initial * 2**n, maximum) for n in range(attempts - 1)]
+    return sum(delays) / 2, sum(delays)
 
 
 @pytest.mark.parametrize(
@@ -123,15 +137,20 @@ def test_permanent_connection_errors_fail_at_once_readably(
         "missing database": dedicated.app_url("no_such_database"),
     }
     caplog.set_level(logging.DEBUG)
-    error, elapsed = _first_call(urls[case])
+    # A retry would first sleep at least half of retry_initial_delay; that is longer
+    # than one connection attempt can take (connect_timeout).
+    initial_delay = 4 * CONNECT_TIMEOUT
+    error, elapsed = _first_call(
+        urls[case], retry_attempts=4, retry_initial_delay=initial_delay, retry_max_delay=60
+    )
     assert type(error) is expected, error
     for word in words:
         assert word in str(error)
     assert ":***@" in str(error)  # the server is named, its password redacted
     # A mistake in the configuration is not retried: one attempt, no backoff.
     assert RETRY_LOG not in caplog.text
+    assert elapsed < initial_delay / 2, f"{case} took {elapsed:.3f} s: it waited to retry"
     assert_no_secret(error, caplog)
-    print(f"{case}: {type(error).__name__} after {elapsed:.3f}s: {error}")
 
 
 def test_refused_port_is_retried_then_names_the_server(
@@ -140,13 +159,17 @@ def test_refused_port_is_retried_then_names_the_server(
     """A refused port is what a restarting server looks like, so it is retried, boundedly."""
     url = dedicated.app_url("pynenc").replace(f":{dedicated.server.port}/", f":{free_port()}/")
     caplog.set_level(logging.WARNING)
-    error, elapsed = _first_call(url)
+    retry = {"retry_attempts": 4, "retry_initial_delay": 0.2, "retry_max_delay": 0.5}
+    error, elapsed = _first_call(url, **retry)
     assert type(error) is PostgresUnavailableError
     assert "Cannot reach Postgres at postgresql://pynenc_app:***@127.0.0.1:" in str(error)
     assert "gave up after 4 attempts" in str(error)
     assert caplog.text.count(RETRY_LOG) == 3
+    # It backed off between the attempts, and within the configured bounds: at most the
+    # full delays plus one connect_timeout per attempt (a refused port answers at once).
+    least, most = backoff_bounds(4, 0.2, 0.5)
+    assert least <= elapsed < most + 4 * CONNECT_TIMEOUT, elapsed
     assert_no_secret(error, caplog)
-    print(f"refused port: {type(error).__name__} after {elapsed:.3f}s: {error}")
 
 
 def test_correct_credentials_work_over_password_auth(dedicated: Dedicated) -> None:

@@ -33,6 +33,7 @@ from pynenc_postgres.state_backend import PostgresStateBackend
 from tests.reliability.conftest import APP_PASSWORD, APP_ROLE, Dedicated, build_app
 from tests.reliability.server import free_port
 from tests.reliability.tasks import new_invocation
+from tests.waiting import DEFAULT_TIMEOUT, blocked_in_wait, wait_until
 
 MAX_CONNECTIONS = 12  # one of them reserved for superusers
 RETRY_LOG = "Transient Postgres error"
@@ -47,6 +48,26 @@ def db_of(app: Any) -> Database:
 def sessions(dedicated: Dedicated, application_name: str) -> int:
     rows = dedicated.server.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+    )
+    return int(rows[0][0])  # type: ignore[call-overload]
+
+
+def wait_for_sessions(dedicated: Dedicated, application_name: str, count: int) -> None:
+    """Poll until ``count`` sessions carry the name: a closed session's server process
+    leaves ``pg_stat_activity`` on its own time, after the client has closed it."""
+    wait_until(
+        lambda: sessions(dedicated, application_name) == count,
+        lambda: (
+            f"{count} sessions named {application_name} "
+            f"(found {sessions(dedicated, application_name)})"
+        ),
+    )
+
+
+def other_client_sessions(dedicated: Dedicated) -> int:
+    rows = dedicated.server.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
     )
     return int(rows[0][0])  # type: ignore[call-overload]
 
@@ -79,20 +100,25 @@ def test_full_pool_waits_for_a_slot_then_fails_clearly(dedicated: Dedicated) -> 
             target=lambda: got.append(app.state_backend.get_invocation(invocation.invocation_id))
         )
         waiter.start()
-        time.sleep(0.1)
+        wait_until(lambda: blocked_in_wait(waiter), "the call waiting for a pooled connection")
         held.close()
-        waiter.join()
+        waiter.join(DEFAULT_TIMEOUT)
     assert got == [invocation]
     assert sessions(dedicated, name) == 2  # nothing leaked: still the pool's two sessions
     db.dispose()
-    assert sessions(dedicated, name) == 0
+    wait_for_sessions(dedicated, name, 0)
 
 
 @contextmanager
 def fillers(dedicated: Dedicated) -> Iterator[list[psycopg.Connection]]:
-    """Open application sessions until the server refuses more."""
+    """Open application sessions until the server refuses more.
+
+    Sessions closed just before still hold their slots until their server processes
+    exit, so filling starts once no other client session is left.
+    """
     held: list[psycopg.Connection] = []
     url = dedicated.app_url("postgres")
+    wait_until(lambda: other_client_sessions(dedicated) == 0, "every earlier session gone")
     try:
         while True:
             try:
@@ -120,6 +146,7 @@ def test_server_out_of_slots_retries_then_fails_clearly_and_leaks_nothing(
     )
     invocation = new_invocation(app, "slots")
     db_of(app).dispose()
+    wait_for_sessions(dedicated, name, 0)
     caplog.set_level(logging.WARNING, logger="pynenc_postgres")
     with ExitStack() as stack:
         held = stack.enter_context(fillers(dedicated))
@@ -143,15 +170,22 @@ def test_server_out_of_slots_retries_then_fails_clearly_and_leaks_nothing(
             retry_initial_delay=0.05,
             retry_max_delay=0.1,
         )
-        release = threading.Timer(0.3, lambda: [conn.close() for conn in held[:3]])
+
+        def release_once_backing_off() -> None:
+            wait_until(lambda: caplog.text.count(RETRY_LOG) > 2, "the call backing off for a slot")
+            for conn in held[:3]:
+                conn.close()
+
+        release = threading.Thread(target=release_once_backing_off)
         release.start()
         assert slow.state_backend.get_invocation(invocation.invocation_id) == invocation
-        release.join()
+        release.join(DEFAULT_TIMEOUT)
+        assert caplog.text.count(RETRY_LOG) > 2  # it did wait for the freed slots
     # Both apps share one pool (same settings but pool size): at most their pool sizes.
     assert sessions(dedicated, name) <= 2 + 5
     db_of(app).dispose()
     db_of(slow).dispose()
-    assert sessions(dedicated, name) == 0
+    wait_for_sessions(dedicated, name, 0)
 
 
 # -- a transaction-mode pooler -----------------------------------------------------
@@ -195,16 +229,19 @@ logfile = {root / "pgbouncer.log"}
             os.chown(path, entry.pw_uid, entry.pw_gid)
         command[1:1] = ["-u", entry.pw_name]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def accepts_connections() -> bool:
+        assert process.poll() is None, (root / "pgbouncer.log").read_text()
+        try:
+            psycopg.connect(
+                f"postgresql://{APP_ROLE}@127.0.0.1:{port}/postgres", prepare_threshold=None
+            ).close()
+        except psycopg.OperationalError:
+            return False
+        return True
+
     try:
-        while True:  # until it accepts connections (pytest's timeout bounds a failed start)
-            assert process.poll() is None, (root / "pgbouncer.log").read_text()
-            try:
-                psycopg.connect(
-                    f"postgresql://{APP_ROLE}@127.0.0.1:{port}/postgres", prepare_threshold=None
-                ).close()
-                break
-            except psycopg.OperationalError:
-                time.sleep(0.05)
+        wait_until(accepts_connections, f"PgBouncer accepting connections on port {port}")
         yield port
     finally:
         process.terminate()

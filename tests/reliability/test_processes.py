@@ -20,6 +20,7 @@ from pynenc_postgres.state_backend import PostgresStateBackend
 from tests.reliability.children import rebuild_from_environment
 from tests.reliability.conftest import build_app
 from tests.reliability.tasks import new_invocation
+from tests.waiting import DEFAULT_TIMEOUT, wait_until
 
 
 def backend_pid(app: Pynenc) -> int:
@@ -62,12 +63,13 @@ def test_forked_children_never_share_the_parents_connection(database_url: str) -
         except BaseException as exc:
             reports.put((os.getpid(), None, False, repr(exc)))
             raise
-        release.wait()  # keep the session open while the parent looks at pg_stat_activity
+        # Keep the session open while the parent looks at pg_stat_activity.
+        release.wait(DEFAULT_TIMEOUT)
 
     children = [ctx.Process(target=child, args=(n,)) for n in range(3)]
     for process in children:
         process.start()
-    found = [reports.get() for _ in children]
+    found = [reports.get(timeout=DEFAULT_TIMEOUT) for _ in children]
     try:
         assert [error for *_, error in found] == [None, None, None]
         assert all(seen for _, _, seen, _ in found)
@@ -79,11 +81,15 @@ def test_forked_children_never_share_the_parents_connection(database_url: str) -
     finally:
         release.set()
         for process in children:
-            process.join()
+            process.join(DEFAULT_TIMEOUT)
     assert [process.exitcode for process in children] == [0, 0, 0]
-    # Children exiting closed their own sessions only; the parent's still serves it.
+    # Children exiting closed their own sessions only; the parent's still serves it. The
+    # server ends a closed session's backend on its own time, so the count is polled.
     assert backend_pid(app) == parent_pid
-    assert sessions(database_url, name) == {parent_pid}
+    wait_until(
+        lambda: sessions(database_url, name) == {parent_pid},
+        lambda: f"only the parent's session {parent_pid} left: {sessions(database_url, name)}",
+    )
 
 
 def test_spawned_child_rebuilds_from_environment_alone(
@@ -91,16 +97,27 @@ def test_spawned_child_rebuilds_from_environment_alone(
 ) -> None:
     app = build_app(database_url)
     invocation = new_invocation(app, "written by the parent")
+    name = f"spawned-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("PYNENC__APP_ID", app.app_id)
     monkeypatch.setenv("PYNENC__STATE_BACKEND_CLS", "PostgresStateBackend")
     monkeypatch.setenv("PYNENC__POSTGRES_URL", database_url)
+    monkeypatch.setenv("PYNENC__POSTGRES_APPLICATION_NAME", name)
     ctx = multiprocessing.get_context("spawn")
     results: Any = ctx.Queue()
-    process = ctx.Process(target=rebuild_from_environment, args=(invocation.invocation_id, results))
+    release = ctx.Event()
+    process = ctx.Process(
+        target=rebuild_from_environment, args=(invocation.invocation_id, results, release)
+    )
     process.start()
-    report = results.get()
-    process.join()
-    assert "error" not in report, report
+    try:
+        report = results.get(timeout=DEFAULT_TIMEOUT)
+        assert "error" not in report, report
+        # While the child holds it, its session is the one carrying the application name
+        # it read from the environment: it connected with its own configuration.
+        assert sessions(database_url, name) == {report["backend_pid"]}
+    finally:
+        release.set()
+        process.join(DEFAULT_TIMEOUT)
     assert process.exitcode == 0
     assert report["imported_before"] is False  # the class was resolved by its name
     assert report["backend_cls"] == "pynenc_postgres.state_backend.postgres_state_backend." + (
@@ -108,7 +125,6 @@ def test_spawned_child_rebuilds_from_environment_alone(
     )
     assert report["app_id"] == app.app_id
     assert report["value"] == "written by the parent"
-    assert report["backend_pid"] != backend_pid(app)
     assert app.state_backend.get_result(invocation.invocation_id) == {"from": "spawned child"}
 
 

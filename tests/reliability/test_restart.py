@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections import defaultdict
-from typing import Any
 
 import pytest
 from pynenc.invocation.status import InvocationStatus
@@ -20,6 +18,7 @@ from pynenc.runner.runner_context import RunnerContext
 from pynenc_postgres.db.errors import PostgresUnavailableError
 from tests.reliability.conftest import APP_PASSWORD, Dedicated, build_app
 from tests.reliability.tasks import new_invocation, record
+from tests.waiting import wait_until
 
 STATUSES = [
     InvocationStatus.REGISTERED,
@@ -28,12 +27,6 @@ STATUSES = [
     InvocationStatus.SUCCESS,
 ]
 RETRY_LOG = "Transient Postgres error"
-
-
-def wait_for(condition: Any, what: str) -> None:
-    """Poll ``condition``; the suite's per-test timeout bounds a writer that is stuck."""
-    while not condition():
-        time.sleep(0.02)
 
 
 def test_restart_mid_workload_retries_and_loses_nothing(
@@ -73,18 +66,26 @@ def test_restart_mid_workload_retries_and_loses_nothing(
     caplog.set_level(logging.WARNING, logger="pynenc_postgres")
     thread = threading.Thread(target=writer, name="restart-writer")
     thread.start()
+
+    def retried() -> int:
+        return sum(RETRY_LOG in record.getMessage() for record in caplog.records)
+
     try:
-        wait_for(lambda: len(results) >= 20 or errors, "writes before the restart")
+        wait_until(lambda: len(results) >= 20 or errors, "20 writes before the restart")
         before = len(results)
         dedicated.server.stop("fast")  # terminates every session, like a restart
-        time.sleep(1.0)  # calls made now fail and back off
+        # The server stays down until the writer has met the outage and backs off.
+        wait_until(lambda: retried() or errors, "a retried call while the server is down")
         dedicated.server.start()
-        wait_for(lambda: len(results) >= before + 20 or errors, "writes after the restart")
+        wait_until(
+            lambda: len(results) >= before + 20 or errors,
+            lambda: f"20 writes after the restart (got {len(results) - before})",
+        )
     finally:
         stop.set()
         thread.join()
     assert not errors, errors
-    retries = caplog.text.count(RETRY_LOG)
+    retries = retried()
     assert retries >= 1, "no call was made during the outage"
     assert APP_PASSWORD not in caplog.text
 
@@ -101,7 +102,6 @@ def test_restart_mid_workload_retries_and_loses_nothing(
         database,
     )
     assert counted == [(len(sent) * len(STATUSES), len(sent))]
-    print(f"{len(sent)} invocations, {retries} retried attempts during the outage")
 
 
 def test_outage_beyond_retry_budget_raises_once_then_recovers(

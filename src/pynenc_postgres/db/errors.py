@@ -74,6 +74,13 @@ class SchemaAheadError(SchemaError):
     """The database was migrated by a newer version of this package."""
 
 
+class MigrationLockTimeoutError(SchemaError):
+    """A migration waited ``postgres_migration_lock_timeout_ms`` for a table lock, and gave up.
+
+    Nothing was changed: each migration runs in one transaction.
+    """
+
+
 # SQLSTATE classes that a retry can fix: the connection broke, the server is
 # starting or shutting down, or a concurrent transaction made this one lose.
 _TRANSIENT_SQLSTATES = {

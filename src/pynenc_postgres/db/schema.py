@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+import psycopg.errors
 from psycopg import sql
 
 from pynenc_postgres.db.errors import (
+    MigrationLockTimeoutError,
     PostgresConfigError,
     SchemaAheadError,
     SchemaBehindError,
@@ -177,7 +179,7 @@ def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
     """
     from alembic import command
 
-    with migration_connection(settings) as conn:
+    with _lock_timeout_explained(settings), migration_connection(settings) as conn:
         command.upgrade(alembic_config(settings, conn), revision)
 
 
@@ -191,8 +193,31 @@ def downgrade(settings: DatabaseSettings, revision: str) -> None:
     """
     from alembic import command
 
-    with migration_connection(settings) as conn:
+    with _lock_timeout_explained(settings), migration_connection(settings) as conn:
         command.downgrade(alembic_config(settings, conn), revision)
+
+
+@contextmanager
+def _lock_timeout_explained(settings: DatabaseSettings) -> Iterator[None]:
+    """Turn the server's "canceling statement due to lock timeout" into what to do about it."""
+    import sqlalchemy.exc
+
+    try:
+        yield
+    except sqlalchemy.exc.DBAPIError as exc:
+        if not isinstance(exc.orig, psycopg.errors.LockNotAvailable):
+            raise
+        statement = " ".join(str(exc.statement or "").split())
+        if len(statement) > 120:
+            statement = statement[:117] + "..."
+        raise MigrationLockTimeoutError(
+            f"The migration of schema {settings.schema!r} on {settings.server} waited "
+            f"postgres_migration_lock_timeout_ms ({settings.migration_lock_timeout_ms} ms) "
+            f"for a lock that another session holds, and gave up at: {statement}. Nothing "
+            "was changed (each migration runs in one transaction). Run it again when the "
+            "sessions using the table have finished (pg_stat_activity and pg_locks show "
+            "them), or raise postgres_migration_lock_timeout_ms (0 waits without limit)."
+        ) from exc
 
 
 def current(settings: DatabaseSettings) -> str | None:

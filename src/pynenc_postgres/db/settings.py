@@ -116,6 +116,41 @@ class DatabaseSettings:
                 "a connection opens) or 'transaction' (SET LOCAL in each call's transaction, "
                 "for transaction-mode poolers such as PgBouncer)."
             )
+        if self.max_overflow < 0:
+            raise PostgresConfigError(
+                f"postgres_max_overflow is {self.max_overflow}; it must not be negative "
+                "(0 allows no connections above postgres_pool_size)."
+            )
+        for name, value in (
+            ("postgres_statement_timeout_ms", self.statement_timeout_ms),
+            ("postgres_migration_lock_timeout_ms", self.migration_lock_timeout_ms),
+        ):
+            if value < 0:
+                raise PostgresConfigError(
+                    f"{name} is {value}; it must not be negative (0 disables the timeout)."
+                )
+        # The server would refuse a wrong value only when a connection opens, in a way
+        # that looks like an unreachable server. Its values, their boolean spellings, and
+        # "" (keep the server's setting):
+        if self.synchronous_commit.strip().lower() not in {
+            "",
+            "on",
+            "off",
+            "local",
+            "remote_write",
+            "remote_apply",
+            "true",
+            "false",
+            "yes",
+            "no",
+            "1",
+            "0",
+        }:
+            raise PostgresConfigError(
+                f"postgres_synchronous_commit is {self.synchronous_commit!r}; use one of "
+                "on, off, local, remote_write, remote_apply, or leave it empty to keep the "
+                "server's setting."
+            )
 
     @classmethod
     def from_config(cls, conf: ConfigPostgres) -> DatabaseSettings:
