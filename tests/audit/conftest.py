@@ -119,14 +119,15 @@ def _fire_triggers(app: Pynenc) -> dict[str, str]:
     app.trigger.trigger_loop_iteration(
         AtomicServiceRun(runner_id="audit-seed", atomic_service_run_id="audit-seed-loop")
     )
-    deadline = time.monotonic() + 60
-    while not (runs := app.trigger.get_trigger_runs_for_event(order_event.event_id)):
-        assert time.monotonic() < deadline, "the order event caused no trigger run"
-        time.sleep(0.05)
+    runs = wait_until(
+        lambda: app.trigger.get_trigger_runs_for_event(order_event.event_id),
+        "the order event caused a trigger run",
+    )
     shipped = runs[0].triggered_invocation_id
-    while app.orchestrator.get_invocation_status(shipped) != InvocationStatus.SUCCESS:
-        assert time.monotonic() < deadline, "the triggered ship_order did not succeed"
-        time.sleep(0.05)
+    wait_until(
+        lambda: app.orchestrator.get_invocation_status(shipped) == InvocationStatus.SUCCESS,
+        "the triggered ship_order succeeded",
+    )
     return {"order_event": order_event.event_id, "ping_event": ping, "ship_order": shipped}
 
 

@@ -141,14 +141,15 @@ def check_workflow_with_sub_invocations(conn: psycopg.Connection, seed: Seed) ->
 
 def check_runner_activity(conn: psycopg.Connection, seed: Seed) -> None:
     rows = run(conn, "runner_activity", {"app_id": APP_A, "runner_id": seed.runner_a})
-    # 8 top-level invocations and 3 workflow steps ran on this runner; flaky ran twice
-    # (pending and running twice, one retry); the workflow registered its 3 steps.
+    # 8 top-level invocations, 3 workflow steps, the order and the shipping it triggered
+    # ran on this runner; flaky ran twice (pending and running twice, one retry); the
+    # workflow registered its 3 steps.
     ours = {
         "registered": (3, 3),
-        "pending": (12, 11),
-        "running": (12, 11),
+        "pending": (14, 13),
+        "running": (14, 13),
         "retry": (1, 1),
-        "success": (8, 8),
+        "success": (10, 10),
         "failed": (3, 3),
     }
     expected = plus(ours, core_task_history(conn, APP_A, seed.runner_a))
@@ -166,10 +167,10 @@ def check_runners_of_app(conn: psycopg.Connection, seed: Seed) -> None:
     # the seeding process and the killed worker each had an external and a thread runner
     assert classes == ["ExternalRunner", "ExternalRunner", "ThreadRunner", "ThreadRunner"]
     by_id = {row[0]: row for row in rows}
-    # 12 runs (pending, running), 8 successes, 3 failures, 1 retry, 3 workflow
-    # registrations: 39 changes, plus those of pynenc's own core tasks.
+    # 14 runs (pending, running), 10 successes, 3 failures, 1 retry, 3 workflow
+    # registrations: 45 changes, plus those of pynenc's own core tasks.
     core = core_task_history(conn, APP_A, seed.runner_a)
-    assert by_id[seed.runner_a][5] == 39 + sum(changes for changes, _ in core.values())
+    assert by_id[seed.runner_a][5] == 45 + sum(changes for changes, _ in core.values())
     rows_b = run(conn, "runners_of_app", {"app_id": APP_B})
     assert sorted(row[1] for row in rows_b) == ["ExternalRunner", "ThreadRunner"]
     assert seed.runner_a not in {row[0] for row in rows_b}
