@@ -14,5 +14,7 @@ APP_INFO = "pynenc_app_info"
 WORKFLOW_RUN = "pynenc_workflow_run"
 WORKFLOW_DATA = "pynenc_workflow_data"
 WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
+BROKER_MESSAGE = "pynenc_broker_message"
+CLIENT_DATA = "pynenc_client_data"
 
 VERSION_TABLE = "pynenc_alembic_version"

@@ -23,6 +23,7 @@ from pynenc.workflow.workflow_identity import WorkflowIdentity
 from pynenc_postgres.conf import ConfigStateBackendPostgres
 from pynenc_postgres.db.engine import Database, get_database
 from pynenc_postgres.db.settings import DatabaseSettings, strip_password
+from pynenc_postgres.db.sql import escape_like
 from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 
 if TYPE_CHECKING:
@@ -405,11 +406,6 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
         self.db.run(op, transaction=True)
         self._runner_context_cache.clear()
-
-
-def escape_like(text: str) -> str:
-    """Escape ``LIKE`` wildcards so ``text`` matches literally (escape character ``\\``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _safe_json(app_info: AppInfo) -> str:
