@@ -107,7 +107,13 @@ class NotificationListener:
         self._first_attempt = threading.Event()
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        self._waiting: dict[str, int] = {}
         self.reconnects = 0
+        """Connections opened after the first one (the first dropped or was refused)."""
+        self.notifications = 0
+        """Notifications received, for monitoring and tests."""
+        self.backend_pid: int | None = None
+        """Server process id of the current ``LISTEN`` connection, if connected."""
 
     def __repr__(self) -> str:
         return f"NotificationListener({self.settings.server!r}, channel={self.channel!r})"
@@ -137,6 +143,10 @@ class NotificationListener:
             self._connected = False
             self._wake_everyone()
 
+    def waiters(self, key: str) -> int:
+        """Threads of this process waiting for ``key`` right now."""
+        return self._waiting.get(key, 0)
+
     def token(self, key: str) -> Token:
         if self._thread is None:
             self.start()
@@ -148,20 +158,25 @@ class NotificationListener:
             condition = self._conditions.get(key)
             if condition is None:
                 condition = self._conditions[key] = threading.Condition(self._lock)
-            while (self._all_events, self._key_events.get(key, 0)) == token:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                if not self._connected:
-                    # No LISTEN in place: poll, and look again as soon as it is back.
-                    condition.wait(min(remaining, self.poll_interval))
-                    return
-                condition.wait(remaining)
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                while (self._all_events, self._key_events.get(key, 0)) == token:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    if not self._connected:
+                        # No LISTEN in place: poll, and look again as soon as it is back.
+                        condition.wait(min(remaining, self.poll_interval))
+                        return
+                    condition.wait(remaining)
+            finally:
+                self._waiting[key] -= 1
 
     # -- the listening thread ----------------------------------------------------
 
     def _dispatch(self, payload: str) -> None:
         with self._lock:
+            self.notifications += 1
             if not payload:
                 self._wake_everyone()
                 return
@@ -204,6 +219,7 @@ class NotificationListener:
             try:
                 conn = self._connect()
                 conn.execute(f"LISTEN {quote_ident(self.channel)}")
+                self.backend_pid = conn.info.backend_pid
                 self._set_connected(True)
                 self._first_attempt.set()
                 delay = _RECONNECT_INITIAL_DELAY
@@ -219,6 +235,7 @@ class NotificationListener:
                         translate(exc, self.settings.server),
                     )
             finally:
+                self.backend_pid = None
                 self._set_connected(False)
                 self._first_attempt.set()
                 if conn is not None:
