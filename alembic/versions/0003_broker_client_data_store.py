@@ -49,9 +49,7 @@ def upgrade() -> None:
             nullable=False,
             comment="Queue priority from -100 to 100; higher is taken first.",
         ),
-        sa.Column(
-            "invocation_id", sa.Text(), nullable=False, comment="Invocation waiting to run."
-        ),
+        sa.Column("invocation_id", sa.Text(), nullable=False, comment="Invocation waiting to run."),
         sa.Column(
             "routed_at",
             postgresql.TIMESTAMP(timezone=True),

@@ -216,14 +216,16 @@ def test_auto_mode_polls_behind_a_transaction_mode_pooler(broker_url: str) -> No
     pooled = broker_of(build_app(broker_url, postgres_apply_settings="transaction"))
     assert (direct.wakeup_mode, pooled.wakeup_mode) == ("listen", "poll")
     forced = broker_of(
-        build_app(broker_url, postgres_apply_settings="transaction", postgres_broker_wakeup="LISTEN")
+        build_app(
+            broker_url, postgres_apply_settings="transaction", postgres_broker_wakeup="LISTEN"
+        )
     )
     assert forced.wakeup_mode == "listen"
 
 
 def test_an_unknown_wakeup_mode_names_the_field_and_the_choices(broker_url: str) -> None:
     broker = broker_of(build_app(broker_url, postgres_broker_wakeup="push"))
-    with pytest.raises(PostgresConfigError, match="postgres_broker_wakeup.*'listen'.*'poll'"):
+    with pytest.raises(PostgresConfigError, match=r"postgres_broker_wakeup.*'listen'.*'poll'"):
         broker.retrieve_invocation()
 
 
@@ -304,9 +306,7 @@ def _take_in_forked_child(broker: PostgresBroker, results: Any) -> None:
         listener = broker.wakeups()
         assert isinstance(listener, NotificationListener)
         listener.token("child")
-        results.put(
-            {"listener_pid": listener.backend_pid, "taken": broker.retrieve_invocation()}
-        )
+        results.put({"listener_pid": listener.backend_pid, "taken": broker.retrieve_invocation()})
     except BaseException as exc:
         results.put({"error": repr(exc)})
         raise

@@ -167,9 +167,8 @@ class PostgresBroker(BaseBroker):
             if deadline is None:
                 deadline = now + float(self.conf.queue_timeout_sec)
             remaining = deadline - now
-            if remaining <= 0:
+            if remaining <= 0 or not wakeups.wait(key, token, remaining):
                 return None
-            wakeups.wait(key, token, remaining)
 
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:
         """Invocations waiting in ``queue_names`` (every configured queue if None)."""

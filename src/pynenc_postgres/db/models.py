@@ -19,7 +19,17 @@ Rules every table follows:
 from datetime import datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import BigInteger, Boolean, Double, Identity, LargeBinary, MetaData, Text, func, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Double,
+    Identity,
+    LargeBinary,
+    MetaData,
+    Text,
+    func,
+    text,
+)
 from sqlalchemy.dialects.postgresql import TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.schema import Index

@@ -55,8 +55,12 @@ class Wakeups(Protocol):
     def token(self, key: str) -> Token:
         """Take before looking at the table; :meth:`wait` returns once a newer event came."""
 
-    def wait(self, key: str, token: Token, timeout: float) -> None:
-        """Sleep until an event for ``key`` newer than ``token``, or ``timeout`` seconds."""
+    def wait(self, key: str, token: Token, timeout: float) -> bool:
+        """Sleep until an event for ``key`` newer than ``token``, or ``timeout`` seconds.
+
+        :return: False only when the whole ``timeout`` passed with the certainty that
+            nothing happened (so looking at the table again would find nothing new).
+        """
 
 
 class PollingWakeups:
@@ -71,8 +75,9 @@ class PollingWakeups:
     def token(self, key: str) -> Token:
         return (0, 0)
 
-    def wait(self, key: str, token: Token, timeout: float) -> None:
+    def wait(self, key: str, token: Token, timeout: float) -> bool:
         time.sleep(max(0.0, min(self.interval, timeout)))
+        return True
 
 
 def notify_payload(key: str) -> str:
@@ -152,7 +157,7 @@ class NotificationListener:
             self.start()
         return (self._all_events, self._key_events.get(key, 0))
 
-    def wait(self, key: str, token: Token, timeout: float) -> None:
+    def wait(self, key: str, token: Token, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._lock:
             condition = self._conditions.get(key)
@@ -163,12 +168,14 @@ class NotificationListener:
                 while (self._all_events, self._key_events.get(key, 0)) == token:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        return
+                        # Listening all along and not notified: nothing new to find.
+                        return False
                     if not self._connected:
                         # No LISTEN in place: poll, and look again as soon as it is back.
                         condition.wait(min(remaining, self.poll_interval))
-                        return
+                        return True
                     condition.wait(remaining)
+                return True
             finally:
                 self._waiting[key] -= 1
 
