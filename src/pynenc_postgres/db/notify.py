@@ -40,9 +40,13 @@ MAX_CHANNEL_BYTES = 63
 
 # The listening connection reads notifications in slices of this many seconds, so a
 # stop request is seen promptly; every KEEPALIVE_SEC it sends a query, which finds a
-# connection the server or the network dropped without telling us.
+# connection the server or the network dropped without telling us, and keeps a server
+# with idle_session_timeout from closing it (the interval shrinks below that timeout).
 _READ_SLICE_SEC = 1.0
 KEEPALIVE_SEC = 10.0
+_IDLE_TIMEOUT_SQL = (
+    "SELECT extract(epoch FROM current_setting('idle_session_timeout', true)::interval)"
+)
 _RECONNECT_INITIAL_DELAY = 0.1
 _RECONNECT_MAX_DELAY = 5.0
 
@@ -117,6 +121,8 @@ class NotificationListener:
         """Connections opened after the first one (the first dropped or was refused)."""
         self.notifications = 0
         """Notifications received, for monitoring and tests."""
+        self.keepalives = 0
+        """Keepalive queries sent on the listening connection."""
         self.backend_pid: int | None = None
         """Server process id of the current ``LISTEN`` connection, if connected."""
 
@@ -253,13 +259,22 @@ class NotificationListener:
             delay = min(delay * 2, _RECONNECT_MAX_DELAY)
 
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
-        next_keepalive = time.monotonic() + KEEPALIVE_SEC
+        interval = _keepalive_interval(conn)
+        next_keepalive = time.monotonic() + interval
         while not self._stopped.is_set():
-            for notification in conn.notifies(timeout=_READ_SLICE_SEC):
+            for notification in conn.notifies(timeout=min(_READ_SLICE_SEC, interval)):
                 self._dispatch(notification.payload)
             if time.monotonic() >= next_keepalive:
                 conn.execute("SELECT 1")
-                next_keepalive = time.monotonic() + KEEPALIVE_SEC
+                self.keepalives += 1
+                next_keepalive = time.monotonic() + interval
+
+
+def _keepalive_interval(conn: psycopg.Connection[Any]) -> float:
+    """Seconds between keepalives: well inside the server's ``idle_session_timeout``."""
+    row = conn.execute(_IDLE_TIMEOUT_SQL).fetchone()
+    idle_timeout = float(row[0]) if row and row[0] is not None else 0.0
+    return min(KEEPALIVE_SEC, idle_timeout / 2) if idle_timeout > 0 else KEEPALIVE_SEC
 
 
 def _close_quietly(conn: psycopg.Connection[Any]) -> None:
