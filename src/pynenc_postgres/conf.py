@@ -110,10 +110,17 @@ class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):
     :cvar ConfigField[float] postgres_broker_poll_interval_sec:
         Seconds between claims of an idle consumer in ``poll`` mode, and while the
         ``LISTEN`` connection is down in ``listen`` mode.
+    :cvar ConfigField[str] postgres_broker_claim_synchronous_commit:
+        ``synchronous_commit`` of the statement that takes an invocation from the queue
+        (default ``off``): it does not wait for its WAL flush. Routing always keeps the
+        connection's setting. A server crash right after a claim can only bring that
+        invocation back to the queue, and pynenc's status check skips it when it is
+        taken again. Empty keeps the connection's setting for claims too.
     """
 
     postgres_broker_wakeup = ConfigField("auto")
     postgres_broker_poll_interval_sec = ConfigField(0.05)
+    postgres_broker_claim_synchronous_commit = ConfigField("off")
 
 
 class ConfigClientDataStorePostgres(ConfigClientDataStore, ConfigPostgres):

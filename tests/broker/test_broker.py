@@ -371,3 +371,37 @@ def test_the_queue_table_has_the_models_autovacuum_settings(broker_url: str) -> 
         ).fetchone()
     assert row is not None
     assert dict(option.split("=", 1) for option in row[0]) == QUEUE_STORAGE_PARAMETERS
+
+
+# -- claim durability --------------------------------------------------------------
+
+
+def claim_setting(url: str, broker: PostgresBroker, queue_name: str = "default") -> str:
+    """``synchronous_commit`` in effect at the end of a claim's transaction."""
+    claim, params = broker._claim(queue_name)
+    with psycopg.connect(url) as conn:  # one explicit transaction around the claim
+        conn.execute(claim, params)
+        row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_claim_commits_with_its_own_synchronous_commit(broker_url: str) -> None:
+    relaxed = broker_of(build_app(broker_url, queue_timeout_sec=0))
+    strict = broker_of(
+        build_app(broker_url, queue_timeout_sec=0, postgres_broker_claim_synchronous_commit="")
+    )
+    relaxed.route_invocation("relaxed", "default", 0.0)
+    strict.route_invocation("strict", "default", 0.0)
+
+    assert claim_setting(broker_url, relaxed) == "off"
+    assert claim_setting(broker_url, relaxed) == "on"  # nothing taken: nothing changed
+    assert claim_setting(broker_url, strict) == "on"
+    with psycopg.connect(broker_url) as conn:  # it never outlives the claim's transaction
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def test_an_unknown_claim_synchronous_commit_is_refused(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, postgres_broker_claim_synchronous_commit="later"))
+    with pytest.raises(PostgresConfigError, match="postgres_broker_claim_synchronous_commit"):
+        broker.retrieve_invocation()

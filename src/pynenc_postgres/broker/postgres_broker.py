@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from pynenc.app import Pynenc
 
 WAKEUP_MODES = ("auto", "listen", "poll")
+SYNCHRONOUS_COMMIT_VALUES = frozenset(
+    ("", "on", "off", "local", "remote_write", "remote_apply", "true", "false", "yes", "no")
+)
 
 
 class PostgresBroker(BaseBroker):
@@ -151,8 +154,7 @@ class PostgresBroker(BaseBroker):
         queue = self.conf.queues[0] if queue_name is None else queue_name
         self._validate_queue_names((queue,))
         app_id = self.app_id
-        claim = self.sql.claim
-        params = (app_id, app_id, queue)
+        claim, params = self._claim(queue)
         wakeups = self.wakeups()
         key = self.wake_key(app_id, queue)
         deadline: float | None = None
@@ -169,6 +171,20 @@ class PostgresBroker(BaseBroker):
             remaining = deadline - now
             if remaining <= 0 or not wakeups.wait(key, token, remaining):
                 return None
+
+    def _claim(self, queue: str) -> tuple[str, tuple[str, ...]]:
+        """The claim statement and its parameters for ``queue``."""
+        relaxed = str(self.conf.postgres_broker_claim_synchronous_commit).strip().lower()
+        if relaxed not in SYNCHRONOUS_COMMIT_VALUES:
+            raise PostgresConfigError(
+                "postgres_broker_claim_synchronous_commit is "
+                f"{self.conf.postgres_broker_claim_synchronous_commit!r}; use a "
+                "synchronous_commit value (off, local, on, remote_write, remote_apply), or "
+                "leave it empty to keep the connection's setting."
+            )
+        if relaxed:
+            return self.sql.claim_relaxed, (self.app_id, self.app_id, queue, relaxed)
+        return self.sql.claim, (self.app_id, self.app_id, queue)
 
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:
         """Invocations waiting in ``queue_names`` (every configured queue if None)."""

@@ -25,6 +25,7 @@ class BrokerSql:
     route_one: str
     route_many: str
     claim: str
+    claim_relaxed: str
     count: str
     purge_app: str
 
@@ -41,6 +42,15 @@ def channel_name(schema: str) -> str:
 def statements(schema: str) -> BrokerSql:
     """Render the statements for ``schema`` (cached: built once per process and schema)."""
     queue = qualified(schema, t.BROKER_MESSAGE)
+    claim = f"""
+            DELETE FROM {queue}
+            WHERE app_id = %s AND message_id = (
+                SELECT message_id FROM {queue}
+                WHERE app_id = %s AND queue_name = %s
+                ORDER BY priority DESC, message_id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+            RETURNING invocation_id"""
     return BrokerSql(
         channel=channel_name(schema),
         # A data-modifying WITH runs to completion whether or not it is read.
@@ -59,15 +69,12 @@ def statements(schema: str) -> BrokerSql:
                 ORDER BY u.n
             )
             SELECT pg_notify(%s, %s)""",
-        claim=f"""
-            DELETE FROM {queue}
-            WHERE app_id = %s AND message_id = (
-                SELECT message_id FROM {queue}
-                WHERE app_id = %s AND queue_name = %s
-                ORDER BY priority DESC, message_id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED)
-            RETURNING invocation_id""",
+        claim=claim,
+        # The same claim with its own synchronous_commit: set_config(..., true) lasts
+        # until the statement's implicit commit, and "the behavior for any one transaction
+        # is determined by the setting in effect when it commits" (Postgres docs). It is
+        # evaluated only when a row was taken.
+        claim_relaxed=f"{claim}, set_config('synchronous_commit', %s, true)",
         count=f"""
             SELECT count(*) FROM {queue} WHERE app_id = %s AND queue_name = ANY(%s::text[])""",
         purge_app=f"DELETE FROM {queue} WHERE app_id = %s",
