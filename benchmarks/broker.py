@@ -14,8 +14,11 @@ Three measurements, through pynenc's public broker API:
   the consumer holding the id, p50 and p99, with ``LISTEN``/``NOTIFY`` and with polling
   (``postgres_broker_poll_interval_sec``, default 0.05 s).
 * **Queue table size under churn.** 4 consumer processes make 100,000 route-and-retrieve
-  pairs; the size of ``pynenc_broker_message`` (heap, indexes, TOAST) is sampled while
-  they run and reported at the end, with the dead rows and autovacuum runs seen.
+  pairs in a fresh database; the size of ``pynenc_broker_message`` (heap, indexes, TOAST)
+  is sampled while they run and reported at the end, with the dead rows and autovacuum
+  runs seen. Three variants of the table, each in its own database: the migration's
+  per-table autovacuum settings, the server's defaults (``RESET``), and no autovacuum
+  (``autovacuum_enabled = false``, what a server with ``autovacuum = off`` gives).
 
 Run it with ``python -m benchmarks.broker``. The Postgres server is ``--postgres-url`` or
 ``$PYNENC_BENCH_POSTGRES_URL``, else an embedded PostgreSQL; the benchmark creates its
@@ -206,6 +209,17 @@ class Churn:
         return max(heap + idx + toast for _, heap, idx, toast, *_ in self.samples)
 
 
+CHURN_VARIANTS = {
+    "the migration's autovacuum settings": None,
+    "the server's autovacuum defaults": (
+        "ALTER TABLE pynenc_broker_message RESET (autovacuum_vacuum_scale_factor, "
+        "autovacuum_vacuum_threshold, autovacuum_vacuum_cost_delay)"
+    ),
+    "no autovacuum": "ALTER TABLE pynenc_broker_message SET (autovacuum_enabled = false)",
+}
+"""Variants of the queue table for the churn measurement, each made in its own database."""
+
+
 def churn(target: Target, pairs: int, consumers: int) -> Churn:
     """Make ``pairs`` route-and-retrieve pairs while sampling the queue table's size."""
     samples: list[tuple[float, int, int, int, int, int, int]] = []
@@ -326,24 +340,39 @@ def main(argv: list[str] | None = None) -> int:
             say()
 
         if "churn" not in args.skip:
-            result = churn(target(OURS), args.churn_pairs, 4)
-            _, heap, idx, toast, live, dead, vacuums = result.final
+            with psycopg.connect(admin_url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT current_setting('autovacuum'), current_setting('autovacuum_naptime')"
+                ).fetchone()
+            autovacuum, naptime = row if row else ("?", "?")
             say(
-                f"Queue table after {result.pairs:,} route-and-retrieve pairs by 4 consumers "
-                f"({result.seconds:.0f} s):"
+                f"Queue table after {args.churn_pairs:,} route-and-retrieve pairs by 4 "
+                f"consumers, each variant in a fresh database (server autovacuum = "
+                f"{autovacuum}, autovacuum_naptime = {naptime}; lower is better):"
             )
             say()
-            say("| | heap | indexes | TOAST | total | live rows | dead rows | autovacuums |")
+            say(
+                "| Table settings | seconds | heap | indexes | total at the end | largest "
+                "seen | dead rows at the end | autovacuums |"
+            )
             say("|---|---:|---:|---:|---:|---:|---:|---:|")
-            say(
-                f"| at the end | {kib(heap)} | {kib(idx)} | {kib(toast)} | "
-                f"{kib(heap + idx + toast)} | {live} | {dead} | {vacuums} |"
-            )
-            say(f"| largest while running | | | | {kib(result.largest())} | | | |")
+            for label, statement in CHURN_VARIANTS.items():
+                with bench_database(admin_url) as churn_db:
+                    if statement:
+                        with psycopg.connect(churn_db.url, autocommit=True) as conn:
+                            conn.execute(statement)
+                    churn_target = Target(OURS, churn_db.url, "", f"churn-{uuid.uuid4().hex[:8]}")
+                    result = churn(churn_target, args.churn_pairs, 4)
+                _, heap, idx, toast, _, dead, vacuums = result.final
+                say(
+                    f"| {label} | {result.seconds:.0f} | {kib(heap)} | {kib(idx)} | "
+                    f"{kib(heap + idx + toast)} | {kib(result.largest())} | {dead:,} | "
+                    f"{vacuums} |"
+                )
+                print("  samples (s, heap, indexes, toast, live, dead, autovacuums):")
+                for sample in result.samples:
+                    print(f"    {sample}")
             say()
-            print("  samples (s, heap, indexes, toast, live, dead, autovacuums):")
-            for row in result.samples:
-                print(f"    {row}")
 
         say(f"- load average (1/5/15 min) at the end: {load_average()}")
 

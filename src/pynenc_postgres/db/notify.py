@@ -140,6 +140,8 @@ class NotificationListener:
     def start(self) -> None:
         """Start the listening thread; wait (up to the connect timeout) for its first connect."""
         with self._lock:
+            if self._stopped.is_set():
+                return  # stopped for good: waiters poll
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name=f"pynenc-postgres-listen-{self.channel}", daemon=True
@@ -161,14 +163,21 @@ class NotificationListener:
     def token(self, key: str) -> Token:
         if self._thread is None:
             self.start()
-        return (self._all_events, self._key_events.get(key, 0))
+        events = self._key_events.get(key)
+        if events is None:
+            # Count this key's notifications from now on; other keys' are ignored, so
+            # the bookkeeping is bounded by the keys this process consumes.
+            with self._lock:
+                events = self._key_events.setdefault(key, 0)
+                self._conditions.setdefault(key, threading.Condition(self._lock))
+        return (self._all_events, events)
 
     def wait(self, key: str, token: Token, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._lock:
             condition = self._conditions.get(key)
-            if condition is None:
-                condition = self._conditions[key] = threading.Condition(self._lock)
+            if condition is None:  # a token of another listener: nothing to wait for here
+                return True
             self._waiting[key] = self._waiting.get(key, 0) + 1
             try:
                 while (self._all_events, self._key_events.get(key, 0)) == token:
@@ -193,10 +202,10 @@ class NotificationListener:
             if not payload:
                 self._wake_everyone()
                 return
-            self._key_events[payload] = self._key_events.get(payload, 0) + 1
-            condition = self._conditions.get(payload)
-            if condition is not None:
-                condition.notify_all()
+            events = self._key_events.get(payload)
+            if events is not None:
+                self._key_events[payload] = events + 1
+                self._conditions[payload].notify_all()
 
     def _wake_everyone(self) -> None:
         """Wake every waiter; the caller holds the lock."""
@@ -304,7 +313,11 @@ def get_listener(
 
 
 def stop_all_listeners() -> None:
-    """Stop every listener of this process (tests, shutdown); later waits start new ones."""
+    """Stop every listener of this process (tests, shutdown).
+
+    :func:`get_listener` then starts new ones; a caller still holding a stopped listener
+    polls.
+    """
     with _listeners_lock:
         listeners = list(_listeners.values())
         _listeners.clear()
