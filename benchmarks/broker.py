@@ -37,6 +37,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,24 +264,141 @@ def kib(n: int) -> str:
     return f"{n / 1024:,.0f} KiB"
 
 
+CHURN_KEYS = {
+    "migration": "the migration's autovacuum settings",
+    "defaults": "the server's autovacuum defaults",
+    "off": "no autovacuum",
+}
+
+
+class Report:
+    """Lines of one docs section, printed as they come."""
+
+    def __init__(self, name: str, facts: list[str]) -> None:
+        self.name = name
+        self.lines = list(facts)
+
+    def say(self, line: str = "") -> None:
+        print(line, flush=True)
+        self.lines.append(line)
+
+
+def measure_throughput(report: Report, target: Callable[[str], Target], args: Any) -> None:
+    rates: dict[tuple[str, int], list[float]] = {}
+    for round_number in range(args.rounds):
+        for consumers in CONSUMERS:
+            # The stacks alternate within a round; the order rotates every round.
+            shift = round_number % len(STACKS)
+            for stack in STACKS[shift:] + STACKS[:shift]:
+                t = target(stack)
+                rate = run_pairs(t, consumers, args.pairs)
+                purge(t)
+                rates.setdefault((stack, consumers), []).append(rate)
+                print(
+                    f"  round {round_number + 1}: {stack}, {consumers} consumer(s): "
+                    f"{rate:,.0f} pairs/s",
+                    flush=True,
+                )
+
+    def ratio(stack: str, consumers: int, base: tuple[str, int]) -> float:
+        """Median of the per-round ratios: both runs of a round saw the same machine."""
+        pairs = zip(rates[(stack, consumers)], rates[base], strict=True)
+        return median([mine / theirs for mine, theirs in pairs])
+
+    report.say(
+        f"Route-and-retrieve pairs per second ({args.pairs:,} pairs per run; figures are "
+        f"medians of {args.rounds} rounds, ratios medians of the per-round ratios; higher "
+        "is better):"
+    )
+    report.say()
+    report.say("| Broker | 1 consumer | 4 consumers | 4 vs 1 | vs SQLite, 1 | vs SQLite, 4 |")
+    report.say("|---|---:|---:|---:|---:|---:|")
+    for stack in STACKS:
+        one, four = (median(rates[(stack, c)]) for c in CONSUMERS)
+        report.say(
+            f"| {stack} | {one:,.0f} | {four:,.0f} | {ratio(stack, 4, (stack, 1)):.2f}x | "
+            f"{ratio(stack, 1, (SQLITE, 1)):.2f}x | {ratio(stack, 4, (SQLITE, 4)):.2f}x |"
+        )
+    report.say()
+
+
+def measure_latency(report: Report, target: Callable[[str], Target], args: Any) -> None:
+    report.say(
+        f"Idle pickup latency, from the start of `route_invocation` to the waiting consumer "
+        f"(another process) holding the id ({args.latency_samples} samples each; lower is "
+        "better):"
+    )
+    report.say()
+    report.say("| Wake-up | p50 | p99 | max |")
+    report.say("|---|---:|---:|---:|")
+    for wakeup, label in (("listen", "LISTEN/NOTIFY"), ("poll", "polling every 0.05 s")):
+        lat = pickup_latencies(target(OURS), wakeup, args.latency_samples)
+        report.say(
+            f"| {label} | {percentile(lat, 0.5) * 1000:.1f} ms | "
+            f"{percentile(lat, 0.99) * 1000:.1f} ms | {max(lat) * 1000:.1f} ms |"
+        )
+    report.say()
+
+
+def measure_churn(report: Report, admin_url: str, args: Any) -> None:
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT current_setting('autovacuum'), current_setting('autovacuum_naptime')"
+        ).fetchone()
+    autovacuum, naptime = row if row else ("?", "?")
+    report.say(
+        f"Queue table after {args.churn_pairs:,} route-and-retrieve pairs by 4 consumers, "
+        f"each variant in a fresh database (server: autovacuum = {autovacuum}, "
+        f"autovacuum_naptime = {naptime}; lower is better):"
+    )
+    report.say()
+    report.say(
+        "| Table settings | seconds | heap | indexes | total at the end | largest seen "
+        "| dead rows at the end | autovacuums |"
+    )
+    report.say("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for key in args.churn_variants:
+        label = CHURN_KEYS[key]
+        statement = CHURN_VARIANTS[label]
+        with bench_database(admin_url) as churn_db:
+            if statement:
+                with psycopg.connect(churn_db.url, autocommit=True) as conn:
+                    conn.execute(statement)
+            churn_target = Target(OURS, churn_db.url, "", f"churn-{uuid.uuid4().hex[:8]}")
+            result = churn(churn_target, args.churn_pairs, 4)
+        _, heap, idx, toast, _, dead, vacuums = result.final
+        report.say(
+            f"| {label} | {result.seconds:.0f} | {kib(heap)} | {kib(idx)} | "
+            f"{kib(heap + idx + toast)} | {kib(result.largest())} | {dead:,} | {vacuums} |"
+        )
+        print("  samples (s, heap, indexes, toast, live, dead, autovacuums):")
+        for sample in result.samples:
+            print(f"    {sample}")
+    report.say()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.broker", description=__doc__)
     parser.add_argument("--pairs", type=int, default=2000, help="pairs per throughput run")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds (medians over them)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds (medians over them)")
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--churn-pairs", type=int, default=100_000)
+    parser.add_argument(
+        "--churn-variants", nargs="*", default=list(CHURN_KEYS), choices=list(CHURN_KEYS)
+    )
     parser.add_argument("--postgres-url", help="server to measure (default: see module doc)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["throughput", "latency", "churn"])
     parser.add_argument(
         "--write-docs", action="store_true", help="write the results into docs/benchmarks.md"
     )
+    parser.add_argument(
+        "--docs-suffix", default="", help="write to sections broker-<measurement><suffix>"
+    )
     args = parser.parse_args(argv)
-    load_before = load_average()
-    lines: list[str] = []
-
-    def say(line: str = "") -> None:
-        print(line, flush=True)
-        lines.append(line)
+    command = " ".join(
+        ["python -m benchmarks.broker", *(argv if argv is not None else sys.argv[1:])]
+    )
+    reports: list[Report] = []
 
     with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
         tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-broker-"))
@@ -288,99 +406,31 @@ def main(argv: list[str] | None = None) -> int:
         def target(stack: str) -> Target:
             return Target(stack, db.url, str(tmp / "broker.db"), f"bench-{uuid.uuid4().hex[:8]}")
 
-        for fact in machine_description(db.url):
-            say(f"- {fact}")
-        say(f"- load average (1/5/15 min) at start: {load_before}")
-        say()
-
-        if "throughput" not in args.skip:
-            rates: dict[tuple[str, int], list[float]] = {}
-            for round_number in range(args.rounds):
-                for consumers in CONSUMERS:
-                    for stack in STACKS:
-                        t = target(stack)
-                        rate = run_pairs(t, consumers, args.pairs)
-                        purge(t)
-                        rates.setdefault((stack, consumers), []).append(rate)
-                        print(
-                            f"  round {round_number + 1}: {stack}, {consumers} consumer(s): "
-                            f"{rate:,.0f} pairs/s",
-                            flush=True,
-                        )
-            say(
-                f"Route-and-retrieve pairs per second ({args.pairs} pairs per run, median of "
-                f"{args.rounds} rounds; higher is better):"
+        machine = [f"- {fact}" for fact in machine_description(db.url)]
+        for name, measure in (
+            ("throughput", lambda r: measure_throughput(r, target, args)),
+            ("latency", lambda r: measure_latency(r, target, args)),
+            ("churn", lambda r: measure_churn(r, admin_url, args)),
+        ):
+            if name in args.skip:
+                continue
+            report = Report(
+                f"broker-{name}{args.docs_suffix}",
+                [
+                    f"`{command}`",
+                    "",
+                    *machine,
+                    f"- load average (1/5/15 min) at start: {load_average()}",
+                    "",
+                ],
             )
-            say()
-            say("| Broker | 1 consumer | 4 consumers | 4 vs 1 | vs SQLite, 1 | vs SQLite, 4 |")
-            say("|---|---:|---:|---:|---:|---:|")
-            sqlite = {c: median(rates[(SQLITE, c)]) for c in CONSUMERS}
-            for stack in STACKS:
-                one, four = (median(rates[(stack, c)]) for c in CONSUMERS)
-                say(
-                    f"| {stack} | {one:,.0f} | {four:,.0f} | {four / one:.2f}x | "
-                    f"{one / sqlite[1]:.2f}x | {four / sqlite[4]:.2f}x |"
-                )
-            say()
-
-        if "latency" not in args.skip:
-            say(
-                f"Idle pickup latency, route start to consumer holding the id "
-                f"({args.latency_samples} samples each; lower is better):"
-            )
-            say()
-            say("| Wake-up | p50 | p99 | max |")
-            say("|---|---:|---:|---:|")
-            for wakeup, label in (("listen", "LISTEN/NOTIFY"), ("poll", "polling every 0.05 s")):
-                lat = pickup_latencies(target(OURS), wakeup, args.latency_samples)
-                say(
-                    f"| {label} | {percentile(lat, 0.5) * 1000:.1f} ms | "
-                    f"{percentile(lat, 0.99) * 1000:.1f} ms | {max(lat) * 1000:.1f} ms |"
-                )
-            say()
-
-        if "churn" not in args.skip:
-            with psycopg.connect(admin_url, autocommit=True) as conn:
-                row = conn.execute(
-                    "SELECT current_setting('autovacuum'), current_setting('autovacuum_naptime')"
-                ).fetchone()
-            autovacuum, naptime = row if row else ("?", "?")
-            say(
-                f"Queue table after {args.churn_pairs:,} route-and-retrieve pairs by 4 "
-                f"consumers, each variant in a fresh database (server autovacuum = "
-                f"{autovacuum}, autovacuum_naptime = {naptime}; lower is better):"
-            )
-            say()
-            say(
-                "| Table settings | seconds | heap | indexes | total at the end | largest "
-                "seen | dead rows at the end | autovacuums |"
-            )
-            say("|---|---:|---:|---:|---:|---:|---:|---:|")
-            for label, statement in CHURN_VARIANTS.items():
-                with bench_database(admin_url) as churn_db:
-                    if statement:
-                        with psycopg.connect(churn_db.url, autocommit=True) as conn:
-                            conn.execute(statement)
-                    churn_target = Target(OURS, churn_db.url, "", f"churn-{uuid.uuid4().hex[:8]}")
-                    result = churn(churn_target, args.churn_pairs, 4)
-                _, heap, idx, toast, _, dead, vacuums = result.final
-                say(
-                    f"| {label} | {result.seconds:.0f} | {kib(heap)} | {kib(idx)} | "
-                    f"{kib(heap + idx + toast)} | {kib(result.largest())} | {dead:,} | "
-                    f"{vacuums} |"
-                )
-                print("  samples (s, heap, indexes, toast, live, dead, autovacuums):")
-                for sample in result.samples:
-                    print(f"    {sample}")
-            say()
-
-        say(f"- load average (1/5/15 min) at the end: {load_average()}")
+            measure(report)
+            report.say(f"- load average (1/5/15 min) at the end: {load_average()}")
+            reports.append(report)
 
     if args.write_docs:
-        command = "python -m benchmarks.broker " + " ".join(
-            argv if argv is not None else sys.argv[1:]
-        )
-        replace_section("broker", f"`{command.strip()}`\n\n" + "\n".join(lines))
+        for report in reports:
+            replace_section(report.name, "\n".join(report.lines))
     return 0
 
 
