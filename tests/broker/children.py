@@ -16,8 +16,8 @@ from typing import Any
 def consume(threads: int, start: Any, finished: Any, results: Any) -> None:
     """Drain the queue with ``threads`` threads until the producer has ``finished``.
 
-    Each thread puts ``(pid, listener backend pid, broker class, ids in the order taken)``
-    on ``results``, or ``("error", traceback)``.
+    Each thread puts ``(pid, listener backend pid, component classes, ids in the order
+    taken)`` on ``results``, or ``("error", traceback)``.
     """
     try:
         from pynenc import Pynenc
@@ -43,9 +43,8 @@ def consume(threads: int, start: Any, finished: Any, results: Any) -> None:
                 elif done:
                     break
             listener = broker.wakeups()
-            results.put(
-                (os.getpid(), getattr(listener, "backend_pid", None), type(broker).__name__, taken)
-            )
+            classes = f"{type(broker).__name__}+{type(app.client_data_store).__name__}"
+            results.put((os.getpid(), getattr(listener, "backend_pid", None), classes, taken))
         except BaseException:
             results.put(("error", traceback.format_exc()))
             start.abort()

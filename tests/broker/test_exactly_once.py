@@ -53,6 +53,7 @@ def test_every_invocation_is_taken_exactly_once_in_routing_order(
     app = build_app(broker_url)
     monkeypatch.setenv("PYNENC__APP_ID", app.app_id)
     monkeypatch.setenv("PYNENC__BROKER_CLS", "PostgresBroker")
+    monkeypatch.setenv("PYNENC__CLIENT_DATA_STORE_CLS", "PostgresClientDataStore")
     monkeypatch.setenv("PYNENC__POSTGRES_URL", broker_url)
     monkeypatch.setenv("PYNENC__QUEUE_TIMEOUT_SEC", "0.5")
 
@@ -100,7 +101,8 @@ def test_every_invocation_is_taken_exactly_once_in_routing_order(
                 f"consumer in process {pid} took priority {priority} out of routing order"
             )
 
-    assert {cls for _, _, cls, _ in reports} == {"PostgresBroker"}
+    # Resolved by name from the environment, through the pynenc.plugins entry points.
+    assert {cls for _, _, cls, _ in reports} == {"PostgresBroker+PostgresClientDataStore"}
     # One LISTEN connection per process, shared by its threads.
     listeners = {(pid, listener) for pid, listener, _, _ in reports}
     assert len(listeners) == PROCESSES
