@@ -8,8 +8,6 @@ its size (see docs/operations.md, "Broker queue table").
 ``pynenc_client_data`` holds values too large to inline, keyed by the hash of their
 content; ``bytea`` keeps any string, a NUL character included.
 
-Revision ID: 0003
-Revises: 0002
 Create Date: 2026-12-02
 """
 
