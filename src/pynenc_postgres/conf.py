@@ -2,11 +2,15 @@
 
 Every field can be set with an environment variable (``PYNENC__POSTGRES_URL``), the
 ``[tool.pynenc]`` table of a ``pyproject.toml``, a YAML/TOML/JSON file named by
-``PYNENC__FILEPATH``, or ``PynencBuilder().postgres(...)``.
+``PYNENC__FILEPATH``, or ``PynencBuilder().postgres(...)``. The broker and the client
+data store read the same connection settings as the state backend, so one
+``PYNENC__POSTGRES_URL`` serves every component.
 """
 
 from cistell import ConfigField
 from pynenc.conf.config_base import ConfigPynencBase
+from pynenc.conf.config_broker import ConfigBroker
+from pynenc.conf.config_client_data_store import ConfigClientDataStore
 from pynenc.conf.config_orchestrator import ConfigOrchestrator
 from pynenc.conf.config_sqlite import ConfigSQLite
 from pynenc.conf.config_state_backend import ConfigStateBackend
@@ -127,4 +131,43 @@ class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres, ConfigSQLit
     ``sqlite_db_path`` (from pynenc's ``ConfigSQLite``) is not used. pynenc's
     integration suite checks that configuration reaches spawned workers by reading
     ``orchestrator.conf.sqlite_db_path`` in a worker, so the field is kept readable.
+    """
+
+
+class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):
+    """Configuration of :class:`~pynenc_postgres.broker.PostgresBroker`.
+
+    pynenc's broker fields apply: ``queue_timeout_sec`` is the longest an idle
+    ``retrieve_invocation`` waits for work before it returns ``None``.
+
+    :cvar ConfigField[str] postgres_broker_wakeup:
+        How an idle consumer learns about new work. ``listen``: one ``LISTEN``
+        connection per process, woken by the ``NOTIFY`` that every routing statement
+        sends. ``poll``: claim again every ``postgres_broker_poll_interval_sec``; the
+        mode for a transaction-mode pooler (PgBouncer ``pool_mode = transaction``),
+        where ``LISTEN`` does not work. ``auto`` (default): ``poll`` when
+        ``postgres_apply_settings`` is ``transaction`` (the setting of a
+        transaction-mode pooler), else ``listen``.
+    :cvar ConfigField[float] postgres_broker_poll_interval_sec:
+        Seconds between claims of an idle consumer in ``poll`` mode, and while the
+        ``LISTEN`` connection is down in ``listen`` mode.
+    :cvar ConfigField[str] postgres_broker_claim_synchronous_commit:
+        ``synchronous_commit`` of the statement that takes an invocation from the queue
+        (default ``off``): it does not wait for its WAL flush. Routing always keeps the
+        connection's setting. A server crash right after a claim can only bring that
+        invocation back to the queue, and pynenc's status check skips it when it is
+        taken again. Empty keeps the connection's setting for claims too.
+    """
+
+    postgres_broker_wakeup = ConfigField("auto")
+    postgres_broker_poll_interval_sec = ConfigField(0.05)
+    postgres_broker_claim_synchronous_commit = ConfigField("off")
+
+
+class ConfigClientDataStorePostgres(ConfigClientDataStore, ConfigPostgres):
+    """Configuration of :class:`~pynenc_postgres.client_data_store.PostgresClientDataStore`.
+
+    pynenc's client data store fields apply (``min_size_to_cache``,
+    ``max_size_to_cache``, ``local_cache_size``, ...), with the shared
+    :class:`ConfigPostgres` connection settings.
     """

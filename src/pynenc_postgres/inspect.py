@@ -17,7 +17,7 @@ import psycopg
 from pynenc_postgres.db import models as m
 from pynenc_postgres.db.engine import Database, get_database
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.state_backend.sql import quote_ident
+from pynenc_postgres.db.sql import quote_ident
 
 T = TypeVar("T")
 

@@ -22,7 +22,9 @@ Tables (one class each; every primary key starts with ``app_id``):
   :class:`TriggerEventInvocation`, :class:`TriggerRun`, :class:`TriggerRunParticipant`;
 * ``PostgresOrchestrator``'s tables: :class:`OrchestratorInvocation` (the status each
   invocation is in), :class:`OrchestratorArgument`, :class:`OrchestratorWaiting`,
-  :class:`RunnerHeartbeat`, :class:`AtomicServiceExecution`.
+  :class:`RunnerHeartbeat`, :class:`AtomicServiceExecution`;
+* ``PostgresBroker``'s queue, :class:`BrokerMessage` (invocations routed and not yet
+  taken), and ``PostgresClientDataStore``'s :class:`ClientData`.
 
 Views (read-only; the session refuses to write their rows):
 
@@ -73,6 +75,8 @@ from pynenc_postgres.db.models import (
     AppInfo,
     AtomicServiceExecution,
     Base,
+    BrokerMessage,
+    ClientData,
     Invocation,
     InvocationException,
     InvocationHistory,
@@ -110,6 +114,8 @@ __all__ = [
     "AppInfo",
     "AtomicServiceExecution",
     "Base",
+    "BrokerMessage",
+    "ClientData",
     "Invocation",
     "InvocationException",
     "InvocationHistory",

@@ -29,7 +29,7 @@ from pynenc_postgres.db import models as m
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.state_backend.sql import quote_ident
+from pynenc_postgres.db.sql import quote_ident
 
 PURGED_TABLES = (
     m.InvocationHistory.__tablename__,

@@ -27,7 +27,9 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     ColumnElement,
+    Double,
     Identity,
+    LargeBinary,
     MetaData,
     Text,
     and_,
@@ -443,6 +445,84 @@ class WorkflowSubInvocation(Base):
         primary_key=True, comment="Invocation run inside it."
     )
     created_at: Mapped[datetime] = _created_at()
+
+
+QUEUE_STORAGE_PARAMETERS = {
+    # Vacuum after a fixed number of dead rows, whatever the table's size: after a
+    # backlog of a million rows the default (20 % of the rows) would let 200,000 dead
+    # rows pile up before the next vacuum, and every claim would step over them.
+    "autovacuum_vacuum_scale_factor": "0",
+    "autovacuum_vacuum_threshold": "1000",
+    # A vacuum of a few pages is cheap; never make it sleep behind the cost limit.
+    "autovacuum_vacuum_cost_delay": "0",
+}
+"""Per-table autovacuum settings of ``pynenc_broker_message`` (see docs/operations.md)."""
+
+
+class BrokerMessage(Base):
+    """Invocations routed to a queue and not yet taken by a runner."""
+
+    __tablename__ = tables.BROKER_MESSAGE
+    __table_args__ = (
+        {
+            "comment": (
+                "Broker queue: one row per routed invocation, deleted when a runner takes it."
+            ),
+            "postgresql_with": QUEUE_STORAGE_PARAMETERS,
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    message_id: Mapped[int] = mapped_column(
+        Identity(always=True),
+        primary_key=True,
+        comment="Routing order: within one priority, lower ids are taken first.",
+    )
+    queue_name: Mapped[str] = mapped_column(comment="Broker queue the invocation was routed to.")
+    priority: Mapped[float] = mapped_column(
+        Double(), comment="Queue priority from -100 to 100; higher is taken first."
+    )
+    invocation_id: Mapped[str] = mapped_column(comment="Invocation waiting to run.")
+    routed_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the invocation was routed (server clock, UTC)."
+    )
+
+
+# The claim reads the head of one app's queue: highest priority, then routing order.
+Index(
+    "ix_pynenc_broker_message_app_id_queue_name_priority_message_id",
+    BrokerMessage.app_id,
+    BrokerMessage.queue_name,
+    BrokerMessage.priority.desc(),
+    BrokerMessage.message_id,
+)
+
+
+class ClientData(Base):
+    """Large arguments and results that pynenc stores once and refers to by content hash."""
+
+    __tablename__ = tables.CLIENT_DATA
+    __table_args__ = (
+        {
+            "comment": (
+                "pynenc client data store: serialized values too large to inline, "
+                "keyed by the hash of their content."
+            )
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    data_key: Mapped[str] = mapped_column(
+        primary_key=True,
+        comment="Reference key pynenc stores in place of the value (hash of its content).",
+    )
+    data_value: Mapped[bytes] = mapped_column(
+        LargeBinary(),
+        comment="The serialized value as UTF-8 bytes (bytea, so a NUL character survives).",
+    )
+    stored_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the value was first stored (server clock, UTC)."
+    )
 
 
 class OrchestratorInvocation(Base):
@@ -993,3 +1073,6 @@ VERSION_TABLE = tables.VERSION_TABLE
 TRIGGER_TABLES: tuple[str, ...] = tables.TRIGGER_TABLES
 ORCHESTRATOR_TABLES: tuple[str, ...] = tables.ORCHESTRATOR_TABLES
 STATE_TABLES: tuple[str, ...] = tables.STATE_TABLES
+
+# Every table of the schema, every component's.
+ALL_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)

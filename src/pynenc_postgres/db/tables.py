@@ -15,6 +15,10 @@ WORKFLOW_RUN = "pynenc_workflow_run"
 WORKFLOW_DATA = "pynenc_workflow_data"
 WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
 
+# The broker's queue and the client data store, each one table.
+BROKER_MESSAGE = "pynenc_broker_message"
+CLIENT_DATA = "pynenc_client_data"
+
 VERSION_TABLE = "pynenc_alembic_version"
 
 # The state backend's tables, which PostgresStateBackend owns and purges.

@@ -25,12 +25,12 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrche
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db.engine import Database, get_database
 from pynenc_postgres.db.settings import DatabaseSettings
+
+# Shared with the state backend until the helper moves into ``db/``.
+from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
-
-# Shared with the state backend until the helper moves into ``db/``.
-from pynenc_postgres.state_backend.postgres_state_backend import as_utc
 
 if TYPE_CHECKING:
     import psycopg

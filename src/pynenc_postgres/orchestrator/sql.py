@@ -17,7 +17,7 @@ from functools import cache
 from pynenc_postgres.db import tables as t
 
 # Shared with the state backend until the helper moves into ``db/``.
-from pynenc_postgres.state_backend.sql import quote_ident
+from pynenc_postgres.db.sql import quote_ident
 
 # ``%s`` seconds as an interval, for comparisons with the server clock.
 _SECONDS = "make_interval(secs => %s::float8)"

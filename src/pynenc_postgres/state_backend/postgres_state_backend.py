@@ -24,7 +24,9 @@ from pynenc.workflow.workflow_identity import WorkflowIdentity
 from pynenc_postgres.conf import ConfigStateBackendPostgres
 from pynenc_postgres.db.engine import Database, get_database
 from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.sql import escape_like
 from pynenc_postgres.db.urls import restore_secrets, strip_secrets_in
+from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 
 if TYPE_CHECKING:
@@ -33,11 +35,6 @@ if TYPE_CHECKING:
 
 HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
-
-
-def as_utc(moment: datetime) -> datetime:
-    """pynenc treats naive datetimes as UTC; Postgres must too, whatever the session zone."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 class PostgresStateBackend(BaseStateBackend[Params, Result]):
@@ -421,11 +418,6 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
 
         self.db.run(op, transaction=True)
         self._runner_context_cache.clear()
-
-
-def escape_like(text: str) -> str:
-    """Escape ``LIKE`` wildcards so ``text`` matches literally (escape character ``\\``)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _without_secrets(app_info: AppInfo) -> AppInfo:

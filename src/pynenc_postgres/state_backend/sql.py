@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from pynenc_postgres.db import tables as t
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+from pynenc_postgres.db.sql import quote_ident
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pynenc.trigger.monitoring import EventMarker, EventMarkerPage, EventRecord,
 from pynenc_postgres.conf import ConfigTriggerPostgres
 from pynenc_postgres.db.engine import Database, get_database
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.state_backend.postgres_state_backend import as_utc
+from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.trigger import sql as trigger_sql
 from pynenc_postgres.trigger.sql import FLAG_FILTERS, TriggerSql, statements
 

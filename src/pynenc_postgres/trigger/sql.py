@@ -26,7 +26,7 @@ from functools import cache
 from pynenc_postgres.db import tables as t
 
 # Shared with the state backend until the identifier helper moves into db/.
-from pynenc_postgres.state_backend.sql import quote_ident
+from pynenc_postgres.db.sql import quote_ident
 
 # Optional filters of the event queries, in the order their parameters are passed.
 # Each fragment reads the event row as ``e``.

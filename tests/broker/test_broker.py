@@ -1,0 +1,407 @@
+"""PostgresBroker beyond pynenc's suites: wake-ups, processes, isolation, the table itself."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from pynenc import Pynenc
+
+from pynenc_postgres.broker import PostgresBroker
+from pynenc_postgres.broker.sql import channel_name
+from pynenc_postgres.db import schema
+from pynenc_postgres.db.errors import PostgresConfigError
+from pynenc_postgres.db.models import QUEUE_STORAGE_PARAMETERS
+from pynenc_postgres.db.notify import NotificationListener, PollingWakeups, stop_all_listeners
+from pynenc_postgres.db.settings import DatabaseSettings
+from tests.broker.conftest import build_app
+
+# Long enough that a consumer returning early was woken, not timed out.
+LONG_WAIT_SEC = 60.0
+DEADLINE_SEC = 30.0
+
+
+def broker_of(app: Pynenc) -> PostgresBroker:
+    broker = app.broker
+    assert isinstance(broker, PostgresBroker)
+    return broker
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE_SEC
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {DEADLINE_SEC}s waiting for {what}")
+        time.sleep(0.01)
+
+
+class WaitingConsumer:
+    """A thread in ``retrieve_invocation`` of an empty queue, and what it got."""
+
+    def __init__(self, broker: PostgresBroker, queue_name: str = "default") -> None:
+        self.result: list[Any] = []
+        self.elapsed = 0.0
+        self.thread = threading.Thread(target=self._run, args=(broker, queue_name))
+        self.thread.start()
+
+    def _run(self, broker: PostgresBroker, queue_name: str) -> None:
+        started = time.monotonic()
+        self.result.append(broker.retrieve_invocation(queue_name))
+        self.elapsed = time.monotonic() - started
+
+    def join(self) -> Any:
+        self.thread.join(LONG_WAIT_SEC + DEADLINE_SEC)
+        assert not self.thread.is_alive()
+        return self.result[0]
+
+
+def listener_of(broker: PostgresBroker) -> NotificationListener:
+    wakeups = broker.wakeups()
+    assert isinstance(wakeups, NotificationListener)
+    return wakeups
+
+
+def start_waiting(broker: PostgresBroker, queue_name: str = "default") -> WaitingConsumer:
+    """A consumer blocked on the listener (past its empty claim), ready to be woken."""
+    listener = listener_of(broker)
+    key = broker.wake_key(broker.app_id, queue_name)
+    consumer = WaitingConsumer(broker, queue_name)
+    wait_until(lambda: listener.waiters(key) == 1, "the consumer to wait for a notification")
+    return consumer
+
+
+# -- ordering and scope ------------------------------------------------------------
+
+
+def test_priority_then_routing_order_across_batches_and_single_routes(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=0))
+    broker.route_invocations(["low-1", "low-2"], "default", -100.0)
+    broker.route_invocation("mid-1", "default", 0.5)
+    broker.route_invocations(["high-1", "high-2", "high-3"], "default", 100.0)
+    broker.route_invocation("mid-2", "default", 0.5)
+    broker.route_invocation("low-3", "default", -100.0)
+
+    taken = [broker.retrieve_invocation() for _ in range(8)]
+
+    assert taken == ["high-1", "high-2", "high-3", "mid-1", "mid-2", "low-1", "low-2", "low-3"]
+    assert broker.retrieve_invocation() is None
+
+
+def test_queues_and_apps_are_separate_and_purge_takes_only_this_apps_rows(
+    broker_url: str,
+) -> None:
+    app_a = build_app(broker_url, queue_timeout_sec=0, queues=("default", "other"))
+    app_b = build_app(broker_url, queue_timeout_sec=0, queues=("default", "other"))
+    a, b = broker_of(app_a), broker_of(app_b)
+    a.route_invocations(["a1", "a2"], "default", 0.0)
+    a.route_invocation("a3", "other", 0.0)
+    b.route_invocations(["b1", "b2", "b3"], "default", 0.0)
+    app_b.client_data_store._store("key", "b's value")
+
+    assert a.count_invocations() == 3
+    assert a.count_invocations(["other"]) == 1
+    assert b.count_invocations(["default"]) == 3
+    assert a.retrieve_invocation("other") == "a3"
+    assert b.retrieve_invocation("other") is None
+
+    app_a.purge()
+
+    assert a.count_invocations() == 0
+    assert b.count_invocations() == 3
+    assert app_b.client_data_store._retrieve("key") == "b's value"
+    assert [b.retrieve_invocation() for _ in range(3)] == ["b1", "b2", "b3"]
+
+
+def test_claims_take_one_statement_backed_by_the_claim_index(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url))
+    app_id = broker.app_id
+    with psycopg.connect(broker_url) as conn:
+        conn.execute("SET enable_seqscan = off")  # the plan must not depend on table stats
+        plan = "\n".join(
+            row[0]
+            for row in conn.execute(
+                f"EXPLAIN {broker.sql.claim}", (app_id, app_id, "default")
+            ).fetchall()
+        )
+    assert "ix_pynenc_broker_message_app_id_queue_name_priority_message_id" in plan
+    assert "LockRows" in plan
+    assert "Sort" not in plan
+
+
+# -- wake-ups ------------------------------------------------------------------------
+
+
+def test_an_idle_consumer_is_woken_by_the_notify_of_a_route(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
+    consumer = start_waiting(broker)
+    received = listener_of(broker).notifications
+
+    broker.route_invocation("woken", "default", 0.0)
+
+    assert consumer.join() == "woken"
+    assert consumer.elapsed < LONG_WAIT_SEC
+    assert listener_of(broker).notifications > received
+
+
+def test_a_batch_route_wakes_every_idle_consumer_of_the_queue(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
+    listener = listener_of(broker)
+    key = broker.wake_key(broker.app_id, "default")
+    consumers = [WaitingConsumer(broker) for _ in range(3)]
+    wait_until(lambda: listener.waiters(key) == 3, "three consumers to wait")
+
+    broker.route_invocations(["x", "y", "z"], "default", 0.0)
+
+    assert sorted(consumer.join() for consumer in consumers) == ["x", "y", "z"]
+
+
+def test_a_route_to_another_queue_or_app_does_not_end_the_wait(broker_url: str) -> None:
+    app = build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC, queues=("default", "other"))
+    broker = broker_of(app)
+    other_app = broker_of(build_app(broker_url))
+    consumer = start_waiting(broker)
+    listener = listener_of(broker)
+
+    received = listener.notifications
+    broker.route_invocation("elsewhere", "other", 0.0)
+    other_app.route_invocation("not mine", "default", 0.0)
+    wait_until(lambda: listener.notifications >= received + 2, "both notifications")
+    assert consumer.thread.is_alive()
+
+    broker.route_invocation("mine", "default", 0.0)
+    assert consumer.join() == "mine"
+    assert broker.retrieve_invocation("other") == "elsewhere"
+
+
+def test_an_empty_queue_returns_none_after_queue_timeout_sec(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=0.3))
+    started = time.monotonic()
+    assert broker.retrieve_invocation() is None
+    assert time.monotonic() - started >= 0.3
+
+
+def test_poll_mode_opens_no_listen_connection_and_still_delivers(broker_url: str) -> None:
+    broker = broker_of(
+        build_app(
+            broker_url,
+            queue_timeout_sec=LONG_WAIT_SEC,
+            postgres_broker_wakeup="poll",
+            postgres_broker_poll_interval_sec=0.02,
+        )
+    )
+    assert broker.wakeup_mode == "poll"
+    assert isinstance(broker.wakeups(), PollingWakeups)
+    consumer = WaitingConsumer(broker)
+
+    broker.route_invocation("polled", "default", 0.0)
+
+    assert consumer.join() == "polled"
+    assert consumer.elapsed < LONG_WAIT_SEC
+    with psycopg.connect(broker_url) as conn:
+        listening = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).fetchone()
+    assert listening == (0,)
+
+
+def test_auto_mode_polls_behind_a_transaction_mode_pooler(broker_url: str) -> None:
+    direct = broker_of(build_app(broker_url))
+    pooled = broker_of(build_app(broker_url, postgres_apply_settings="transaction"))
+    assert (direct.wakeup_mode, pooled.wakeup_mode) == ("listen", "poll")
+    forced = broker_of(
+        build_app(
+            broker_url, postgres_apply_settings="transaction", postgres_broker_wakeup="LISTEN"
+        )
+    )
+    assert forced.wakeup_mode == "listen"
+
+
+def test_an_unknown_wakeup_mode_names_the_field_and_the_choices(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, postgres_broker_wakeup="push"))
+    with pytest.raises(PostgresConfigError, match=r"postgres_broker_wakeup.*'listen'.*'poll'"):
+        broker.retrieve_invocation()
+
+
+def test_the_listener_reconnects_after_its_connection_is_killed(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
+    listener = listener_of(broker)
+    listener.token("warm-up")  # starts it
+    first_pid = listener.backend_pid
+    assert first_pid is not None
+
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+    wait_until(
+        lambda: listener.connected and listener.backend_pid not in (None, first_pid),
+        "the listener to LISTEN again on a new connection",
+    )
+    assert listener.reconnects >= 1
+
+    consumer = start_waiting(broker)
+    received = listener.notifications
+    broker.route_invocation("after reconnect", "default", 0.0)
+    assert consumer.join() == "after reconnect"
+    assert listener.notifications > received
+
+
+def test_a_consumer_waiting_while_the_listener_is_down_polls(broker_url: str) -> None:
+    """While LISTEN is lost, waits fall back to polling: routed work is still taken."""
+    broker = broker_of(
+        build_app(
+            broker_url, queue_timeout_sec=LONG_WAIT_SEC, postgres_broker_poll_interval_sec=0.02
+        )
+    )
+    listener = listener_of(broker)
+    listener.token("warm-up")
+    listener.stop()  # as if the connection were gone for good
+    assert not listener.connected
+
+    consumer = WaitingConsumer(broker)
+    broker.route_invocation("polled meanwhile", "default", 0.0)
+
+    assert consumer.join() == "polled meanwhile"
+
+
+def test_a_very_long_app_id_still_notifies_everyone(broker_url: str) -> None:
+    """NOTIFY payloads must stay under 8000 bytes; a longer key wakes every waiter."""
+    app_id = "long-" + "é" * 5000  # 10,005 bytes in UTF-8
+    broker = broker_of(build_app(broker_url, app_id=app_id, queue_timeout_sec=LONG_WAIT_SEC))
+    consumer = start_waiting(broker)
+
+    broker.route_invocation("for the long app", "default", 0.0)
+
+    assert consumer.join() == "for the long app"
+
+
+def test_a_long_schema_name_gets_a_channel_within_the_identifier_limit(
+    broker_url: str,
+) -> None:
+    long_schema = "pynenc_" + "s" * 56  # 63 bytes: the longest identifier
+    channel = channel_name(long_schema)
+    assert len(channel.encode()) <= 63
+    assert channel != channel_name(long_schema[:-1])
+    schema.upgrade(DatabaseSettings(url=broker_url, schema=long_schema))
+    broker = broker_of(
+        build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC, postgres_schema=long_schema)
+    )
+    consumer = start_waiting(broker)
+
+    broker.route_invocation("in the long schema", "default", 0.0)
+
+    assert consumer.join() == "in the long schema"
+
+
+# -- processes -------------------------------------------------------------------
+
+
+def _take_in_forked_child(broker: PostgresBroker, results: Any) -> None:
+    try:
+        listener = broker.wakeups()
+        assert isinstance(listener, NotificationListener)
+        listener.token("child")
+        results.put({"listener_pid": listener.backend_pid, "taken": broker.retrieve_invocation()})
+    except BaseException as exc:
+        results.put({"error": repr(exc)})
+        raise
+    finally:
+        stop_all_listeners()
+
+
+# The parent's listening thread is what makes it multi-threaded; the child never uses it
+# (its at-fork handler drops the listener), which is the point of the test.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_listens_on_its_own_connection_and_the_parent_keeps_its_own(
+    broker_url: str,
+) -> None:
+    broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
+    parent_listener = listener_of(broker)
+    parent_listener.token("parent")
+    parent_pid = parent_listener.backend_pid
+    broker.route_invocation("for the child", "default", 0.0)
+
+    ctx = multiprocessing.get_context("fork")
+    results: Any = ctx.Queue()
+    child = ctx.Process(target=_take_in_forked_child, args=(broker, results))
+    child.start()
+    report = results.get(timeout=DEADLINE_SEC)
+    child.join(DEADLINE_SEC)
+
+    assert "error" not in report, report
+    assert report["taken"] == "for the child"
+    assert report["listener_pid"] not in (None, parent_pid)
+    assert child.exitcode == 0
+    # The child's exit closed nothing of the parent's: it is still listening.
+    assert listener_of(broker) is parent_listener
+    assert parent_listener.connected and parent_listener.backend_pid == parent_pid
+    consumer = start_waiting(broker)
+    broker.route_invocation("for the parent", "default", 0.0)
+    assert consumer.join() == "for the parent"
+
+
+def test_pickling_carries_configuration_never_a_connection(broker_url: str) -> None:
+    app = build_app(broker_url, queue_timeout_sec=0)
+    broker = broker_of(app)
+    broker.route_invocation("before", "default", 0.0)
+    listener = listener_of(broker)
+    listener.token("pickle")
+
+    copy = pickle.loads(pickle.dumps(broker))
+
+    assert copy._wakeups is None
+    assert copy.retrieve_invocation() == "before"
+    with pytest.raises(TypeError, match="never pickled"):
+        pickle.dumps(listener)
+
+
+# -- the table -------------------------------------------------------------------
+
+
+def test_the_queue_table_has_the_models_autovacuum_settings(broker_url: str) -> None:
+    """Alembic's autogenerate does not compare storage parameters; this test does."""
+    with psycopg.connect(broker_url) as conn:
+        row = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE relname = 'pynenc_broker_message'"
+        ).fetchone()
+    assert row is not None
+    assert dict(option.split("=", 1) for option in row[0]) == QUEUE_STORAGE_PARAMETERS
+
+
+# -- claim durability --------------------------------------------------------------
+
+
+def claim_setting(url: str, broker: PostgresBroker, queue_name: str = "default") -> str:
+    """``synchronous_commit`` in effect at the end of a claim's transaction."""
+    claim, params = broker._claim(queue_name)
+    with psycopg.connect(url) as conn:  # one explicit transaction around the claim
+        conn.execute(claim, params)
+        row = conn.execute("SELECT current_setting('synchronous_commit')").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_a_claim_commits_with_its_own_synchronous_commit(broker_url: str) -> None:
+    relaxed = broker_of(build_app(broker_url, queue_timeout_sec=0))
+    strict = broker_of(
+        build_app(broker_url, queue_timeout_sec=0, postgres_broker_claim_synchronous_commit="")
+    )
+    relaxed.route_invocation("relaxed", "default", 0.0)
+    strict.route_invocation("strict", "default", 0.0)
+
+    assert claim_setting(broker_url, relaxed) == "off"
+    assert claim_setting(broker_url, relaxed) == "on"  # nothing taken: nothing changed
+    assert claim_setting(broker_url, strict) == "on"
+    with psycopg.connect(broker_url) as conn:  # it never outlives the claim's transaction
+        assert conn.execute("SHOW synchronous_commit").fetchone() == ("on",)
+
+
+def test_an_unknown_claim_synchronous_commit_is_refused(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, postgres_broker_claim_synchronous_commit="later"))
+    with pytest.raises(PostgresConfigError, match="postgres_broker_claim_synchronous_commit"):
+        broker.retrieve_invocation()
