@@ -22,9 +22,11 @@ SIDE_EFFECT_TABLE = "multihost_side_effect"
 HOLD_TABLE = "multihost_hold"
 
 # The task's tables, created by the tests (not a migration: they are not part of the
-# schema). A host listed in the hold table holds every task that starts on it once
-# ``after_executions`` executions are recorded: the task writes its side effect with
-# ``held`` true and then waits, mid-run, until the host is killed.
+# schema). A host in the hold table holds up to ``max_held`` of the tasks that start on
+# it once ``after_executions`` executions are recorded: such a task writes its side
+# effect with ``held`` true, then waits, mid-run, until the test releases the host (or
+# kills it). The counter is taken by an ``UPDATE`` of the host's row, so two workers
+# starting at once cannot both take the last place.
 DDL = f"""
 CREATE TABLE {SIDE_EFFECT_TABLE} (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -37,17 +39,27 @@ CREATE TABLE {SIDE_EFFECT_TABLE} (
     held boolean NOT NULL,
     ran_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE TABLE {HOLD_TABLE} (hostname text PRIMARY KEY, after_executions integer NOT NULL);
+CREATE TABLE {HOLD_TABLE} (
+    hostname text PRIMARY KEY,
+    after_executions integer NOT NULL,
+    max_held integer NOT NULL,
+    held integer NOT NULL DEFAULT 0,
+    released boolean NOT NULL DEFAULT false
+);
 """
 
 _INSERT = f"""
+    WITH hold AS (
+        UPDATE {HOLD_TABLE} SET held = held + 1
+        WHERE hostname = %s AND NOT released AND held < max_held
+          AND (SELECT count(*) FROM {SIDE_EFFECT_TABLE}) >= after_executions
+        RETURNING hostname
+    )
     INSERT INTO {SIDE_EFFECT_TABLE}
         (n, invocation_id, runner_id, hostname, pid, client_addr, held)
-    SELECT %s, %s, %s, %s, %s, inet_client_addr(),
-           EXISTS (SELECT 1 FROM {HOLD_TABLE} h WHERE h.hostname = %s
-                   AND (SELECT count(*) FROM {SIDE_EFFECT_TABLE}) >= h.after_executions)
+    SELECT %s, %s, %s, %s, %s, inet_client_addr(), EXISTS (SELECT 1 FROM hold)
     RETURNING held"""
-_STILL_HELD = f"SELECT EXISTS (SELECT 1 FROM {HOLD_TABLE} WHERE hostname = %s)"
+_STILL_HELD = f"SELECT NOT released FROM {HOLD_TABLE} WHERE hostname = %s"
 
 _connection: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -66,7 +78,7 @@ def expected(n: int) -> int:
 
 @app.task
 def record(n: int) -> int:
-    """Record this execution, wait while this host is held, return ``expected(n)``."""
+    """Record this execution, wait while it is held, return ``expected(n)``."""
     invocation = context.get_dist_invocation_context(record.app.app_id)
     runner = context.get_runner_context(record.app.app_id)
     hostname = socket.gethostname()
@@ -74,12 +86,12 @@ def record(n: int) -> int:
     row = conn.execute(
         _INSERT,
         (
+            hostname,
             n,
             str(invocation.invocation_id) if invocation else "",
             runner.runner_id if runner else "",
             hostname,
             os.getpid(),
-            hostname,
         ),
     ).fetchone()
     held = bool(row and row[0])
