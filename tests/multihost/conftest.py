@@ -141,7 +141,7 @@ class Cluster:
 
     def query(self, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         with self.admin() as conn:
-            return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(statement, params).fetchall()
 
     def env(self, host: Host, *, runner: bool = True) -> dict[str, str]:
         """The environment of a process on ``host``: pynenc configured by it alone."""

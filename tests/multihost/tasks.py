@@ -76,7 +76,7 @@ def expected(n: int) -> int:
     return n * 7 + 3
 
 
-@app.task
+@app.task  # type: ignore[untyped-decorator]  # pynenc ships no type information
 def record(n: int) -> int:
     """Record this execution, wait while it is held, return ``expected(n)``."""
     invocation = context.get_dist_invocation_context(record.app.app_id)
