@@ -53,11 +53,12 @@ COMPONENTS = {
     "PYNENC__CLIENT_DATA_STORE_CLS": "PostgresClientDataStore",
 }
 
-# Short recovery: a runner without a heartbeat for 6 s is dead; both recovery services
-# are due every minute (cron's finest step); each runner gets a slot of a 6 s
-# atomic-service cycle and looks for it every 0.3 s.
+# Short recovery: a runner without a heartbeat for 15 s is dead (live runners beat at
+# least every 0.3 s; the margin is for a loaded machine); both recovery services are due
+# every minute (cron's finest step); each runner gets a slot of a 6 s atomic-service
+# cycle and looks for it every 0.3 s.
 RECOVERY = {
-    "PYNENC__RUNNER_CONSIDERED_DEAD_AFTER_MINUTES": "0.1",
+    "PYNENC__RUNNER_CONSIDERED_DEAD_AFTER_MINUTES": "0.25",
     "PYNENC__RECOVER_RUNNING_INVOCATIONS_CRON": "* * * * *",
     "PYNENC__RECOVER_PENDING_INVOCATIONS_CRON": "* * * * *",
     "PYNENC__ATOMIC_SERVICE_INTERVAL_MINUTES": "0.1",

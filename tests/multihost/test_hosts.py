@@ -139,8 +139,19 @@ def test_two_hosts_run_500_tasks_each_exactly_once(
         (a.hostname, a.address),
         (b.hostname, b.address),
     }
-    # pynenc's own records say the same: runner contexts of both hosts set RUNNING.
+    # pynenc's own records say the same: runner contexts of both hosts set RUNNING, and
+    # the context of the worker that ran each task names the host it really ran on.
     assert running_hostnames(cluster) == {a.hostname, b.hostname}
+    contexts = {
+        str(runner_id): str(hostname)
+        for runner_id, hostname in cluster.query(
+            "SELECT runner_id, hostname FROM pynenc_runner_context WHERE app_id = %s",
+            (cluster.app_id,),
+        )
+    }
+    assert {run.runner_id: contexts.get(run.runner_id) for run in runs} == {
+        run.runner_id: run.hostname for run in runs
+    }
     assert recovered(cluster) == set()
 
     report(record_property, "executions_per_host", dict(per_host))
