@@ -34,7 +34,7 @@ PYNENC_THREAD_FAILURES = {
     ),
     "the test's database dropped under a task thread of pynenc's runner": (
         r"(?s)Exception in thread .*pynenc/invocation/dist_invocation\.py.*"
-        r"PostgresDatabaseNotFoundError\. The database named in \S+/pynenc_test_\w+ "
+        r"PostgresDatabaseNotFoundError. The database named in \S+/pynenc_test_\w+ "
         r"does not exist"
     ),
 }
