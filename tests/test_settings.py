@@ -15,7 +15,10 @@ URL = "postgresql://pynenc@db-host:5432/app"
 BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"url": ""}, MISSING_URL_HELP),
     ({"url": "   "}, MISSING_URL_HELP),
-    ({"url": "postgresql://pynenc@db-host:port/app"}, "postgres_url is not a valid URL"),
+    (
+        {"url": "postgresql://pynenc@db-host:port/app"},
+        "postgres_url has a port that is not a number",
+    ),
     ({"url": "postgresql://pynenc@db-host:70000/app"}, "postgres_url"),
     ({"url": "mysql://pynenc@db-host/app"}, "postgres_url uses the scheme 'mysql'"),
     ({"url": "db-host:5432/app"}, "postgres_url"),

@@ -34,7 +34,7 @@ PYNENC_THREAD_FAILURES = {
     ),
     "the test's database dropped under a task thread of pynenc's runner": (
         r"(?s)Exception in thread .*pynenc/invocation/dist_invocation\.py.*"
-        r"PostgresDatabaseNotFoundError. The database named in \S+/pynenc_test_\w+ "
+        r"PostgresDatabaseNotFoundError. The database named in \S+/pynenc_test_\w+\S* "
         r"does not exist"
     ),
 }
@@ -45,3 +45,27 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line(
             "filterwarnings", f"ignore:{pattern}:pytest.PytestUnhandledThreadExceptionWarning"
         )
+
+
+# pynenc's own defects, shown to fail the same way on pynenc's memory and SQLite stacks
+# (the evidence and the commands to reproduce it are in docs/compatibility.md). They
+# stay strict: the day pynenc fixes one, the run fails until its entry is removed.
+PYNENC_OWN_FAILURES = {
+    "test_unit_trigger.py::test_report_task_status[": (
+        "pynenc's unit.trigger all_tests hands this test another module's `trigger` "
+        "fixture, which does not bind `add` to the app under test; it fails the same way "
+        "on pynenc's memory and SQLite stacks (docs/compatibility.md). "
+        "test_unit_trigger_report_status.py runs it with its own fixture, and it passes."
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    from pynenc.exceptions import InvocationNotFoundError
+
+    for item in items:
+        for node, reason in PYNENC_OWN_FAILURES.items():
+            if node in item.nodeid:
+                item.add_marker(
+                    pytest.mark.xfail(raises=InvocationNotFoundError, strict=True, reason=reason)
+                )

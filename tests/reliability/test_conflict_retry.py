@@ -55,8 +55,10 @@ def test_a_deadlock_is_retried_and_the_transaction_then_commits(
 ) -> None:
     """``op`` locks row 1 then row 2; another session locks row 2 then row 1.
 
-    ``op`` starts waiting first, so its deadlock check (after the server's
-    ``deadlock_timeout``) is the one that finds the cycle: its transaction is the victim.
+    The other session waits first, with a ``deadlock_timeout`` longer than the test, so
+    it never runs the deadlock check; ``op`` closes the cycle and its own check (after
+    the server's ``deadlock_timeout``) finds it: ``op``'s transaction is the victim,
+    however slowly either side gets there.
     """
     caplog.set_level(logging.WARNING, logger=ENGINE_LOG)
     database = get_database(settings_for(rows))
@@ -64,13 +66,26 @@ def test_a_deadlock_is_retried_and_the_transaction_then_commits(
     failures: list[str | None] = []
     op_holds_row_1 = threading.Event()
     other_holds_row_2 = threading.Event()
+    other_pid: list[int] = []
+
+    def other_waits_for_a_lock(watcher: psycopg.Connection[Any]) -> bool:
+        row = watcher.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (other_pid[0],)
+        ).fetchone()
+        return row == ("Lock",)
 
     def op(conn: psycopg.Connection[Any]) -> int:
         attempts.append(conn.info.backend_pid)
         conn.execute("UPDATE conflict_test SET value = 'op' WHERE id = 1")
         if len(attempts) == 1:
-            op_holds_row_1.set()
             assert other_holds_row_2.wait(DEFAULT_TIMEOUT), "the other session never started"
+            op_holds_row_1.set()
+            with psycopg.connect(rows, autocommit=True) as watcher:
+                wait_until(
+                    lambda: other_waits_for_a_lock(watcher),
+                    "the other session waiting for row 1",
+                    interval=0.005,
+                )
         try:
             conn.execute("UPDATE conflict_test SET value = 'op' WHERE id = 2")
         except psycopg.Error as exc:
@@ -79,19 +94,12 @@ def test_a_deadlock_is_retried_and_the_transaction_then_commits(
         return len(attempts)
 
     def other_session() -> None:
-        with psycopg.connect(rows) as conn, psycopg.connect(rows, autocommit=True) as watcher:
+        with psycopg.connect(rows) as conn:
+            conn.execute("SET deadlock_timeout = '10min'")
+            other_pid.append(conn.info.backend_pid)
             conn.execute("UPDATE conflict_test SET value = 'other' WHERE id = 2")
             other_holds_row_2.set()
             assert op_holds_row_1.wait(DEFAULT_TIMEOUT), "op never locked row 1"
-
-            def op_waits_for_a_lock() -> bool:
-                row = watcher.execute(
-                    "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s",
-                    (attempts[0],),
-                ).fetchone()
-                return row == ("Lock",)
-
-            wait_until(op_waits_for_a_lock, "op waiting for row 2", interval=0.005)
             conn.execute("UPDATE conflict_test SET value = 'other' WHERE id = 1")
             conn.commit()
 
