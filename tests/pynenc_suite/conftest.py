@@ -32,8 +32,9 @@ PYNENC_THREAD_FAILURES = {
         r"(?s)Exception in thread .*File \"[^\"]*/site-packages/"
         r"(pynenc/runner/\w+|pynenc/\w+/sqlite_\w+|pynenc_tests/[\w/]+)\.py" + _INNERMOST
     ),
-    "the test's database dropped under a task thread of pynenc's runner": (
-        r"(?s)Exception in thread .*pynenc/invocation/dist_invocation\.py.*"
+    "the test's database dropped under a thread that pynenc's test left running": (
+        r"(?s)Exception in thread .*(pynenc/invocation/dist_invocation\.py|"
+        r"/site-packages/pynenc_tests/).*"
         r"PostgresDatabaseNotFoundError. The database named in \S+/pynenc_test_\w+\S* "
         r"does not exist"
     ),
