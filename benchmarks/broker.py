@@ -79,7 +79,7 @@ def build_app(target: Target, **config: Any) -> Pynenc:
             broker_cls="SQLiteBroker", **config
         )
     else:
-        builder = builder.memory().postgres(
+        builder = builder.memory().postgres_state_backend(
             url=target.postgres_url,
             synchronous_commit="off" if target.stack == OURS_OFF else None,
         )

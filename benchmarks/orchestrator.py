@@ -65,7 +65,7 @@ def build_app(kind: str, app_id: str, postgres_url: str, sqlite_path: str) -> Py
     if kind == SQLITE:
         return builder.custom_config(orchestrator_cls=SQLITE, sqlite_db_path=sqlite_path).build()
     commit = "off" if kind == OURS_OFF else None
-    builder = builder.postgres(url=postgres_url, synchronous_commit=commit)
+    builder = builder.postgres_state_backend(url=postgres_url, synchronous_commit=commit)
     return builder.custom_config(orchestrator_cls=OURS).build()
 
 

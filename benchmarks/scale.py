@@ -58,7 +58,7 @@ LIMIT = 1.5
 
 
 def app_for(url: str, app_id: str) -> Pynenc:
-    app: Pynenc = PynencBuilder().app_id(app_id).memory().postgres(url=url).build()
+    app: Pynenc = PynencBuilder().app_id(app_id).memory().postgres_state_backend(url=url).build()
     app.task(bench_task)
     app.logger.setLevel("WARNING")
     return app

@@ -117,13 +117,15 @@ class PynencWorkload:
 def build_app(kind: str, app_id: str, postgres_url: str, redis_url: str, tmp: Path) -> Pynenc:
     builder = PynencBuilder().app_id(app_id)
     if kind == OURS:
-        builder = builder.memory().postgres(url=postgres_url)
+        builder = builder.memory().postgres_state_backend(url=postgres_url)
     elif kind == OURS_OFF:
-        builder = builder.memory().postgres(url=postgres_url, synchronous_commit="off")
+        builder = builder.memory().postgres_state_backend(
+            url=postgres_url, synchronous_commit="off"
+        )
     elif kind == SQLITE:
         builder = builder.sqlite(sqlite_db_path=str(tmp / f"{app_id}.db"))
     elif kind in (FLOOR, FLOOR_OFF):
-        builder = builder.memory().postgres(
+        builder = builder.memory().postgres_state_backend(
             url=postgres_url, synchronous_commit="off" if kind == FLOOR_OFF else None
         )
         builder = builder.custom_config(state_backend_cls=RawPsycopgFloorBackend.__name__)

@@ -200,5 +200,5 @@ def app_instance(
         builder = builder.memory()
     else:
         builder = builder.sqlite(sqlite_db_path=temp_sqlite_db_path)
-    app = builder.postgres(url=database_url).build()
+    app = builder.postgres_state_backend(url=database_url).build()
     yield app

@@ -26,7 +26,7 @@ def test_builder_postgres_composes_with_sqlite_components(
     app = (
         PynencBuilder()
         .sqlite(sqlite_db_path=temp_sqlite_db_path)
-        .postgres(url=database_url)
+        .postgres_state_backend(url=database_url)
         .build()
     )
 
@@ -36,7 +36,7 @@ def test_builder_postgres_composes_with_sqlite_components(
 
 
 def test_builder_postgres_composes_with_memory_components(database_url: str) -> None:
-    app = PynencBuilder().memory().postgres(url=database_url, schema="public").build()
+    app = PynencBuilder().memory().postgres_state_backend(url=database_url, schema="public").build()
 
     assert isinstance(app.state_backend, PostgresStateBackend)
     assert isinstance(app.orchestrator, MemOrchestrator)
@@ -44,13 +44,13 @@ def test_builder_postgres_composes_with_memory_components(database_url: str) -> 
 
 def test_builder_rejects_a_url_that_is_not_postgres() -> None:
     with pytest.raises(Exception, match="postgresql://"):
-        PynencBuilder().memory().postgres(url="mysql://user@host/db").build()
+        PynencBuilder().memory().postgres_state_backend(url="mysql://user@host/db").build()
 
 
 def test_env_var_configures_the_backend(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYNENC__POSTGRES_URL", database_url)
     monkeypatch.setenv("PYNENC__POSTGRES_STATEMENT_TIMEOUT_MS", "1234")
-    app = PynencBuilder().memory().postgres().build()
+    app = PynencBuilder().memory().postgres_state_backend().build()
 
     assert app.state_backend.settings.url == database_url
     assert app.state_backend.settings.statement_timeout_ms == 1234

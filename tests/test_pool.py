@@ -184,7 +184,9 @@ def test_pool_settings_reach_the_pool_from_the_builder_and_the_environment(
     app = (
         PynencBuilder()
         .memory()
-        .postgres(url=database_url, pool_max_lifetime=120.0, pool_max_idle=30.0, pool_check=True)
+        .postgres_state_backend(
+            url=database_url, pool_max_lifetime=120.0, pool_max_idle=30.0, pool_check=True
+        )
         .build()
     )
     settings = app.state_backend.settings
@@ -196,7 +198,13 @@ def test_pool_settings_reach_the_pool_from_the_builder_and_the_environment(
     monkeypatch.setenv("PYNENC__POSTGRES_POOL_MAX_LIFETIME", "90")
     monkeypatch.setenv("PYNENC__POSTGRES_POOL_MAX_IDLE", "45")
     monkeypatch.setenv("PYNENC__POSTGRES_POOL_CHECK", "true")
-    settings = PynencBuilder().memory().postgres(url=database_url).build().state_backend.settings
+    settings = (
+        PynencBuilder()
+        .memory()
+        .postgres_state_backend(url=database_url)
+        .build()
+        .state_backend.settings
+    )
     assert (settings.pool_max_lifetime, settings.pool_max_idle, settings.pool_check) == (
         90.0,
         45.0,

@@ -32,7 +32,7 @@ def running_app(database_url: str, temp_sqlite_db_path: str) -> Iterator[Pynenc]
     app = (
         PynencBuilder()
         .sqlite(sqlite_db_path=temp_sqlite_db_path)
-        .postgres(url=database_url)
+        .postgres_state_backend(url=database_url)
         .app_id("real-runner")
         .build()
     )

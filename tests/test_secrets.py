@@ -100,7 +100,7 @@ def build(url: str, form: str, app_id: str, **config: Any) -> Pynenc:
         return builder.custom_config(
             state_backend_cls="PostgresStateBackend", statebackendpostgres={"postgres_url": url}
         ).build()
-    return builder.postgres(url=url).build()
+    return builder.postgres_state_backend(url=url).build()
 
 
 FORMS = ["userinfo", "query", "sslpassword", "nested"]
@@ -206,7 +206,9 @@ def test_app_info_written_before_query_passwords_were_stripped_is_discovered_wit
 def test_stored_url_loses_only_its_secrets(database_url: str, configured: str, stored: str) -> None:
     secret = quote(TRUST_PASSWORD, safe="")
     configured = configured.replace("PW", secret)
-    backend = PynencBuilder().memory().app_id("bytes").postgres(url=database_url).build()
+    backend = (
+        PynencBuilder().memory().app_id("bytes").postgres_state_backend(url=database_url).build()
+    )
     info = AppInfo(
         app_id="bytes",
         module="m",
@@ -283,7 +285,7 @@ def test_malformed_url_is_a_config_error_naming_the_problem_and_no_part_of_the_p
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with pytest.raises(PostgresConfigError) as builder_error:
-        PynencBuilder().memory().postgres(url=url)
+        PynencBuilder().memory().postgres_state_backend(url=url)
     with pytest.raises(PostgresConfigError) as settings_error:
         DatabaseSettings(url=url)
 
@@ -422,7 +424,7 @@ RUNNER = """
 import sys
 from pynenc import PynencBuilder
 from pynenc.app_info import AppInfo
-app = PynencBuilder().memory().app_id("spawned").postgres(url=sys.argv[1]).build()
+app = PynencBuilder().memory().app_id("spawned").postgres_state_backend(url=sys.argv[1]).build()
 backend = app.state_backend  # stores the app info, secrets stripped
 assert backend.get_app_info() == AppInfo.from_app(app)  # and put back
 backend.get_history("x")

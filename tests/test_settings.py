@@ -71,6 +71,8 @@ def test_a_bad_value_from_config_fails_the_first_call_as_a_config_error(
 ) -> None:
     """Not as an unreachable server: the server would refuse the value at connect time."""
     monkeypatch.setenv("PYNENC__POSTGRES_SYNCHRONOUS_COMMIT", "sometimes")
-    app = PynencBuilder().memory().postgres(url=database_url, retry_attempts=1).build()
+    app = (
+        PynencBuilder().memory().postgres_state_backend(url=database_url, retry_attempts=1).build()
+    )
     with pytest.raises(PostgresConfigError, match="postgres_synchronous_commit is 'sometimes'"):
         app.state_backend.get_history("anything")

@@ -38,7 +38,7 @@ def add(a: int, b: int) -> int:
 
 
 def build_app(url: str, app_id: str) -> Pynenc:
-    return PynencBuilder().memory().app_id(app_id).postgres(url=url).build()
+    return PynencBuilder().memory().app_id(app_id).postgres_state_backend(url=url).build()
 
 
 def rows_per_table(url: str, app_id: str) -> dict[str, int]:
@@ -109,7 +109,7 @@ def test_app_info_never_stores_the_password(
 DISCOVER_CHILD = """
 import sys
 from pynenc import PynencBuilder
-app = PynencBuilder().memory().app_id(sys.argv[2]).postgres(url=sys.argv[1]).build()
+app = PynencBuilder().memory().app_id(sys.argv[2]).postgres_state_backend(url=sys.argv[1]).build()
 app.state_backend  # registering the app stores its info
 """
 

@@ -1,4 +1,9 @@
-"""``PynencBuilder().postgres(...)``: registered through the ``pynenc.plugins`` entry point."""
+"""``PynencBuilder().postgres(...)`` and ``.postgres_state_backend(...)``.
+
+Registered through the ``pynenc.plugins`` entry point. ``postgres`` follows pynenc's
+``.redis()`` and ``.sqlite()``: it selects every component. ``postgres_state_backend``
+selects only the state backend, for teams that keep another broker.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,17 @@ if TYPE_CHECKING:
     from pynenc.builder import PynencBuilder
 
 STATE_BACKEND_CLS = "PostgresStateBackend"
+COMPONENT_CLASSES = {
+    "state_backend_cls": STATE_BACKEND_CLS,
+    "broker_cls": "PostgresBroker",
+    "orchestrator_cls": "PostgresOrchestrator",
+    "trigger_cls": "PostgresTrigger",
+    "client_data_store_cls": "PostgresClientDataStore",
+}
 
 
 class PostgresBuilderPlugin:
-    """Adds the ``postgres`` method to :class:`pynenc.builder.PynencBuilder`."""
+    """Adds ``postgres`` and ``postgres_state_backend`` to :class:`pynenc.builder.PynencBuilder`."""
 
     @staticmethod
     def register_builder_methods(builder_class: type[PynencBuilder]) -> None:
@@ -22,6 +34,7 @@ class PostgresBuilderPlugin:
         :param builder_class: the builder class to extend.
         """
         builder_class.register_plugin_method("postgres", postgres)
+        builder_class.register_plugin_method("postgres_state_backend", postgres_state_backend)
         builder_class.register_plugin_validator(validate_postgres_config)
 
 
@@ -47,11 +60,12 @@ def postgres(
     retry_initial_delay: float | None = None,
     retry_max_delay: float | None = None,
 ) -> PynencBuilder:
-    """Store pynenc's state in PostgreSQL.
+    """Run every pynenc component on PostgreSQL: one database, any number of hosts.
 
-    Selects :class:`~pynenc_postgres.state_backend.PostgresStateBackend` and leaves the
-    broker, orchestrator, trigger and client data store as already chosen, so
-    ``.sqlite(...).postgres(url=...)`` and ``.memory().postgres(url=...)`` compose.
+    Selects the Postgres state backend, broker, orchestrator, trigger and client data
+    store, as pynenc's ``.redis()`` and ``.sqlite()`` select theirs. They share one
+    connection pool per process and the settings below. To keep another broker and
+    store only the state here, use :func:`postgres_state_backend`.
     Arguments left as ``None`` keep their configured value (environment, pyproject, or
     default).
 
@@ -79,32 +93,69 @@ def postgres(
     :param retry_max_delay: upper bound of one backoff delay, in seconds.
     :return: the builder, for chaining.
     """
-    if url is not None:
-        check_url(url)
-        builder._config["postgres_url"] = url
-    values: dict[str, Any] = {
-        "postgres_schema": schema,
-        "postgres_auto_migrate": auto_migrate,
-        "postgres_synchronous_commit": synchronous_commit,
-        "postgres_pool_size": pool_size,
-        "postgres_max_overflow": max_overflow,
-        "postgres_pool_timeout": pool_timeout,
-        "postgres_pool_max_lifetime": pool_max_lifetime,
-        "postgres_pool_max_idle": pool_max_idle,
-        "postgres_pool_check": pool_check,
-        "postgres_connect_timeout": connect_timeout,
-        "postgres_statement_timeout_ms": statement_timeout_ms,
-        "postgres_application_name": application_name,
-        "postgres_prepare_threshold": prepare_threshold,
-        "postgres_apply_settings": apply_settings,
-        "postgres_retry_attempts": retry_attempts,
-        "postgres_retry_initial_delay": retry_initial_delay,
-        "postgres_retry_max_delay": retry_max_delay,
-    }
-    builder._config.update({key: value for key, value in values.items() if value is not None})
+    _apply_settings(builder, url, locals())
+    builder._config.update(COMPONENT_CLASSES)
+    builder._using_memory_components = False
+    builder._plugin_components.clear()
+    builder._plugin_components.add("postgres")
+    return builder
+
+
+def postgres_state_backend(
+    builder: PynencBuilder,
+    url: str | None = None,
+    *,
+    schema: str | None = None,
+    auto_migrate: bool | None = None,
+    synchronous_commit: str | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
+    pool_timeout: float | None = None,
+    pool_max_lifetime: float | None = None,
+    pool_max_idle: float | None = None,
+    pool_check: bool | None = None,
+    connect_timeout: int | None = None,
+    statement_timeout_ms: int | None = None,
+    application_name: str | None = None,
+    prepare_threshold: int | None = None,
+    apply_settings: str | None = None,
+    retry_attempts: int | None = None,
+    retry_initial_delay: float | None = None,
+    retry_max_delay: float | None = None,
+) -> PynencBuilder:
+    """Store pynenc's state in PostgreSQL and keep the other components as chosen.
+
+    Selects :class:`~pynenc_postgres.state_backend.PostgresStateBackend` and leaves the
+    broker, orchestrator, trigger and client data store as already chosen, so
+    ``.sqlite(...).postgres_state_backend(url=...)`` and
+    ``.memory().postgres_state_backend(url=...)`` compose. Takes the same keywords as
+    :func:`postgres`.
+    Arguments left as ``None`` keep their configured value.
+
+    :return: the builder, for chaining.
+    """
+    _apply_settings(builder, url, locals())
     builder._config["state_backend_cls"] = STATE_BACKEND_CLS
     builder._plugin_components.add("postgres")
     return builder
+
+
+def _apply_settings(builder: PynencBuilder, url: str | None, arguments: dict[str, Any]) -> None:
+    """Copy the keywords that were given into the builder's config (``None`` = unset).
+
+    ``arguments`` is the caller's ``locals()``: each keyword ``name`` is the config
+    field ``postgres_<name>``, so the two builder methods cannot drift apart.
+    """
+    if url is not None:
+        check_url(url)
+        builder._config["postgres_url"] = url
+    builder._config.update(
+        {
+            f"postgres_{name}": value
+            for name, value in arguments.items()
+            if name not in ("builder", "url") and value is not None
+        }
+    )
 
 
 def validate_postgres_config(config: dict[str, Any]) -> None:
@@ -113,7 +164,7 @@ def validate_postgres_config(config: dict[str, Any]) -> None:
     A missing URL is accepted when ``PYNENC__POSTGRES_URL`` or a config file may still
     provide it; it is reported on first use with the same help text.
     """
-    if config.get("state_backend_cls") != STATE_BACKEND_CLS:
+    if not any(config.get(key) == cls for key, cls in COMPONENT_CLASSES.items()):
         return
     url = config.get("postgres_url")
     if url is not None and not str(url).strip():

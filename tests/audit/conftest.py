@@ -54,7 +54,7 @@ def _build(url: str, sqlite_path: Path, app_id: str) -> Pynenc:
     return (
         PynencBuilder()
         .sqlite(sqlite_db_path=str(sqlite_path))
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .thread_runner(min_threads=1, max_threads=4)
         .app_id(app_id)
         .custom_config(

@@ -20,7 +20,7 @@ def main(url: str, sqlite_path: str) -> None:
     app = (
         PynencBuilder()
         .sqlite(sqlite_db_path=sqlite_path)
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .thread_runner(min_threads=1, max_threads=2)
         .app_id("runtime-imports")
         .custom_config(runner_loop_sleep_time_sec=0.01, invocation_wait_results_sleep_time_sec=0.01)

@@ -19,7 +19,7 @@ def main(url: str, sqlite_path: str, app_id: str) -> None:
     app = (
         PynencBuilder()
         .sqlite(sqlite_db_path=sqlite_path)
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .thread_runner(min_threads=1, max_threads=2)
         .app_id(app_id)
         # The seed's orchestrator (tests.audit.conftest.ORCHESTRATOR_CLS).

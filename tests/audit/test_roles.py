@@ -75,7 +75,7 @@ def test_runtime_role_runs_pynenc_with_only_row_privileges(
     app = (
         PynencBuilder()
         .sqlite(sqlite_db_path=f"{tmp_path}/runtime.sqlite")
-        .postgres(url=roles.runtime_url, auto_migrate=False)
+        .postgres_state_backend(url=roles.runtime_url, auto_migrate=False)
         .thread_runner(min_threads=1, max_threads=4)
         .app_id("roles-app")
         .custom_config(

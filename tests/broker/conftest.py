@@ -33,7 +33,7 @@ def build_app(url: str, app_id: str | None = None, **config: Any) -> Pynenc:
         PynencBuilder()
         .memory()
         .app_id(app_id or f"broker-{uuid.uuid4().hex[:10]}")
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .custom_config(**POSTGRES_COMPONENTS, **config)
         .build()
     )

@@ -40,7 +40,13 @@ def main(url: str) -> None:
     migration_log.addHandler(handler)
     migration_log.setLevel(logging.INFO)
 
-    app = PynencBuilder().app_id("race").memory().postgres(url=url, auto_migrate=True).build()
+    app = (
+        PynencBuilder()
+        .app_id("race")
+        .memory()
+        .postgres_state_backend(url=url, auto_migrate=True)
+        .build()
+    )
     add.app = app
     # Nothing above has connected: the app's first call to the backend comes after the gate.
     print("ready", flush=True)

@@ -159,7 +159,7 @@ def test_a_custom_schema_holds_every_object_the_version_table_included(
         PynencBuilder()
         .app_id("custom-schema")
         .memory()
-        .postgres(url=empty_database_url, schema="pynenc")
+        .postgres_state_backend(url=empty_database_url, schema="pynenc")
         .build()
     )
     race_child.add.app = app

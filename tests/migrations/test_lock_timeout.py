@@ -113,7 +113,7 @@ def test_auto_migrate_uses_the_app_configured_lock_timeout(
     app = (
         PynencBuilder()
         .memory()
-        .postgres(url=database_url, auto_migrate=True)
+        .postgres_state_backend(url=database_url, auto_migrate=True)
         .custom_config(postgres_migration_lock_timeout_ms=2345)
         .build()
     )

@@ -33,7 +33,7 @@ def first_call(url: str, schema_name: str = "public", *, auto_migrate: bool = Fa
         PynencBuilder()
         .app_id("startup-check")
         .memory()
-        .postgres(url=url, schema=schema_name, auto_migrate=auto_migrate)
+        .postgres_state_backend(url=url, schema=schema_name, auto_migrate=auto_migrate)
         .build()
     )
     info: AppInfo = app.state_backend.get_app_info()

@@ -24,7 +24,7 @@ def build_app(url: str, app_id: str, **config: object) -> Pynenc:
     return (
         PynencBuilder()
         .memory()
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .app_id(app_id)
         .custom_config(**{"orchestrator_cls": ORCHESTRATOR_CLS, **config})
         .build()

@@ -57,7 +57,7 @@ def test_class_specific_settings_override_the_shared_ones(
     app: Pynenc = (
         PynencBuilder()
         .memory()
-        .postgres(url=database_url, application_name="shared")
+        .postgres_state_backend(url=database_url, application_name="shared")
         .custom_config(orchestrator_cls="PostgresOrchestrator")
         .build()
     )

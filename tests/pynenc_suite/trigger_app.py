@@ -21,6 +21,10 @@ def app_instance(
         builder = builder.memory()
     else:
         builder = builder.sqlite(sqlite_db_path=temp_sqlite_db_path)
-    app = builder.postgres(url=database_url).custom_config(trigger_cls="PostgresTrigger").build()
+    app = (
+        builder.postgres_state_backend(url=database_url)
+        .custom_config(trigger_cls="PostgresTrigger")
+        .build()
+    )
     assert isinstance(app.trigger, PostgresTrigger)
     yield app

@@ -81,4 +81,4 @@ def build_app(url: str, app_id: str | None = None, **postgres: Any) -> Pynenc:
     Every app gets a fresh ``app_id``: pynenc keeps one instance per id in a process.
     """
     builder = PynencBuilder().memory().app_id(app_id or f"rel-{uuid.uuid4().hex[:10]}")
-    return builder.postgres(url=url, **postgres).build()
+    return builder.postgres_state_backend(url=url, **postgres).build()

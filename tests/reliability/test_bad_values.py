@@ -81,7 +81,7 @@ def serializer_app(database_url: str, serializer: str) -> Any:
     builder = getattr(PynencBuilder().memory(), serializer)()
     # Inline payloads: everything this test writes goes to Postgres, not a side store.
     builder = builder.custom_config(disable_client_data_store=True)
-    return builder.postgres(url=database_url).build()
+    return builder.postgres_state_backend(url=database_url).build()
 
 
 @pytest.mark.parametrize("serializer", SERIALIZERS)

@@ -35,7 +35,7 @@ def build_broker(url: str, **config: Any) -> PostgresBroker:
         PynencBuilder()
         .memory()
         .app_id(f"rel-broker-{uuid.uuid4().hex[:8]}")
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .custom_config(broker_cls="PostgresBroker", **config)
         .build()
     )

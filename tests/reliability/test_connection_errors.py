@@ -59,16 +59,16 @@ def test_no_url_configured_names_field_env_var_and_builder(
 ) -> None:
     monkeypatch.delenv("PYNENC__POSTGRES_URL", raising=False)
     monkeypatch.delenv("PYNENC__FILEPATH", raising=False)
-    app = PynencBuilder().memory().postgres().build()
+    app = PynencBuilder().memory().postgres_state_backend().build()
     with pytest.raises(PostgresConfigError) as info:
         app.state_backend.get_invocation("anything")
     message = str(info.value)
     assert "postgres_url" in message
     assert "PYNENC__POSTGRES_URL" in message
-    assert "PynencBuilder().postgres(url=...)" in message
+    assert "PynencBuilder().postgres_state_backend(url=...)" in message
     # An explicitly empty URL is refused when the app is built, with the same help.
     with pytest.raises(ValueError, match="PYNENC__POSTGRES_URL"):
-        PynencBuilder().memory().postgres(url=" ").build()
+        PynencBuilder().memory().postgres_state_backend(url=" ").build()
     assert MISSING_URL_HELP in message
 
 
@@ -86,7 +86,7 @@ def test_malformed_url_is_refused_by_the_builder(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     with pytest.raises(PostgresConfigError, match="postgres_url") as info:
-        PynencBuilder().memory().postgres(url=url)
+        PynencBuilder().memory().postgres_state_backend(url=url)
     assert_no_secret(info.value, caplog)
 
 

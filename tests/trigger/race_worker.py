@@ -42,7 +42,7 @@ class Order:
 def build_app(url: str, app_id: str, trigger_cls: str, sqlite_path: str) -> Pynenc:
     builder = PynencBuilder().app_id(app_id)
     builder = builder.sqlite(sqlite_db_path=sqlite_path) if sqlite_path else builder.memory()
-    return builder.postgres(url=url).custom_config(trigger_cls=trigger_cls).build()
+    return builder.postgres_state_backend(url=url).custom_config(trigger_cls=trigger_cls).build()
 
 
 def race(

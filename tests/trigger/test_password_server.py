@@ -36,7 +36,7 @@ def test_trigger_works_with_password_auth_and_idle_sessions_closed(
         PynencBuilder()
         .memory()
         .app_id("password-trigger")
-        .postgres(url=dedicated.app_url(database))
+        .postgres_state_backend(url=dedicated.app_url(database))
         .custom_config(trigger_cls="PostgresTrigger")
         .build()
     )

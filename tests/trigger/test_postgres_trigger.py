@@ -40,7 +40,7 @@ def build_app(url: str, app_id: str) -> Pynenc:
         PynencBuilder()
         .memory()
         .app_id(app_id)
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .custom_config(trigger_cls="PostgresTrigger")
         .build()
     )
@@ -112,7 +112,7 @@ def test_purge_removes_one_app_and_leaves_the_other_untouched(database_url: str)
 
 
 def test_the_builders_postgres_method_leaves_the_trigger_as_chosen(database_url: str) -> None:
-    app = PynencBuilder().memory().postgres(url=database_url).build()
+    app = PynencBuilder().memory().postgres_state_backend(url=database_url).build()
     assert type(app.trigger) is MemTrigger
 
 

@@ -175,7 +175,7 @@ def racer_app(url: str, app_id: str) -> Any:
         PynencBuilder()
         .app_id(app_id)
         .memory()
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .custom_config(trigger_cls="PostgresTrigger")
         .build()
     )

@@ -32,7 +32,11 @@ def app_instance(
         builder = builder.memory()
     else:
         builder = builder.sqlite(sqlite_db_path=temp_sqlite_db_path)
-    app = builder.postgres(url=database_url).custom_config(**POSTGRES_COMPONENTS).build()
+    app = (
+        builder.postgres_state_backend(url=database_url)
+        .custom_config(**POSTGRES_COMPONENTS)
+        .build()
+    )
     assert type(app.broker).__name__ == "PostgresBroker"
     assert type(app.client_data_store).__name__ == "PostgresClientDataStore"
     yield app

@@ -18,7 +18,7 @@ def build_app(url: str, **config: object) -> Pynenc:
     return (
         PynencBuilder()
         .memory()
-        .postgres(url=url)
+        .postgres_state_backend(url=url)
         .custom_config(orchestrator_cls=ORCHESTRATOR_CLS, **config)
         .build()
     )
