@@ -13,10 +13,9 @@ from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_postgres.broker.sql import BrokerSql, statements
 from pynenc_postgres.conf import ConfigBrokerPostgres
-from pynenc_postgres.db.engine import Database, get_database
+from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.notify import PollingWakeups, Wakeups, get_listener, notify_payload
-from pynenc_postgres.db.settings import DatabaseSettings
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -27,7 +26,7 @@ SYNCHRONOUS_COMMIT_VALUES = frozenset(
 )
 
 
-class PostgresBroker(BaseBroker):
+class PostgresBroker(DatabaseComponent, BaseBroker):
     """
     Broker that keeps pynenc's queues in one PostgreSQL table, shared by every runner.
 
@@ -55,26 +54,12 @@ class PostgresBroker(BaseBroker):
         )
 
     @cached_property
-    def settings(self) -> DatabaseSettings:
-        return DatabaseSettings.from_config(self.conf)
-
-    @cached_property
-    def db(self) -> Database:
-        """The process-wide database handle (it recreates its pool after a fork)."""
-        return get_database(self.settings)
-
-    @cached_property
     def sql(self) -> BrokerSql:
         return statements(self.settings.schema)
 
-    @property
-    def app_id(self) -> str:
-        return str(self.app.app_id)
-
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql", "db"):
-            state.pop(derived, None)
+        state = super().__getstate__()
+        # The LISTEN connection belongs to this process; a worker opens its own.
         state["_wakeups"] = None
         state["_wakeups_pid"] = 0
         return state

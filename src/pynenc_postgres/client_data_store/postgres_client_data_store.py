@@ -9,8 +9,7 @@ from pynenc.client_data_store.base_client_data_store import BaseClientDataStore
 
 from pynenc_postgres.client_data_store.sql import ClientDataSql, statements
 from pynenc_postgres.conf import ConfigClientDataStorePostgres
-from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.component import DatabaseComponent
 
 if TYPE_CHECKING:
     import psycopg
@@ -21,7 +20,7 @@ _ENCODING = "utf-8"
 _ERRORS = "surrogatepass"
 
 
-class PostgresClientDataStore(BaseClientDataStore):
+class PostgresClientDataStore(DatabaseComponent, BaseClientDataStore):
     """
     Client data store that keeps pynenc's large arguments and results in PostgreSQL.
 
@@ -44,27 +43,8 @@ class PostgresClientDataStore(BaseClientDataStore):
         )
 
     @cached_property
-    def settings(self) -> DatabaseSettings:
-        return DatabaseSettings.from_config(self.conf)
-
-    @cached_property
-    def db(self) -> Database:
-        """The process-wide database handle (it recreates its pool after a fork)."""
-        return get_database(self.settings)
-
-    @cached_property
     def sql(self) -> ClientDataSql:
         return statements(self.settings.schema)
-
-    @property
-    def app_id(self) -> str:
-        return str(self.app.app_id)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql", "db"):
-            state.pop(derived, None)
-        return state
 
     def _store(self, key: str, value: str) -> None:
         """Store ``value`` under its content key; storing a stored key again is a no-op."""

@@ -23,10 +23,7 @@ from pynenc.orchestrator.atomic_service import (
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
 
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
-from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.settings import DatabaseSettings
-
-# Shared with the state backend until the helper moves into ``db/``.
+from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
@@ -44,7 +41,7 @@ if TYPE_CHECKING:
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 
 
-class PostgresOrchestrator(BaseOrchestrator):
+class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
     """
     Orchestrator that keeps invocation status, concurrency-control arguments, blocking
     control, runner heartbeats and the atomic-service slot in PostgreSQL.
@@ -70,21 +67,8 @@ class PostgresOrchestrator(BaseOrchestrator):
         )
 
     @cached_property
-    def settings(self) -> DatabaseSettings:
-        return DatabaseSettings.from_config(self.conf)
-
-    @cached_property
-    def db(self) -> Database:
-        """The process-wide database handle, which recreates its pool after a fork."""
-        return get_database(self.settings)
-
-    @cached_property
     def sql(self) -> OrchestratorSql:
         return statements(self.settings.schema)
-
-    @property
-    def app_id(self) -> str:
-        return str(self.app.app_id)
 
     @cached_property
     def _blocking_control(self) -> PostgresBlockingControl:
@@ -93,12 +77,6 @@ class PostgresOrchestrator(BaseOrchestrator):
     @property
     def blocking_control(self) -> BaseBlockingControl:
         return self._blocking_control
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql", "db", "_blocking_control"):
-            state.pop(derived, None)
-        return state
 
     def _ids(self, query: str, params: Sequence[Any]) -> Iterator[InvocationId]:
         return iter([InvocationId(row[0]) for row in self.db.fetchall(query, params)])

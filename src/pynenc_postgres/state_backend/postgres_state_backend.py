@@ -22,7 +22,8 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
-from pynenc_postgres.db.engine import Database, get_database
+from pynenc_postgres.db.component import DatabaseComponent
+from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.db.sql import escape_like
 from pynenc_postgres.db.urls import restore_secrets, strip_secrets_in
@@ -37,7 +38,7 @@ HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
 
 
-class PostgresStateBackend(BaseStateBackend[Params, Result]):
+class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     """
     State backend that stores pynenc's invocations, history, results, exceptions,
     runner contexts, app info and workflow data in PostgreSQL.
@@ -60,30 +61,8 @@ class PostgresStateBackend(BaseStateBackend[Params, Result]):
         )
 
     @cached_property
-    def settings(self) -> DatabaseSettings:
-        return DatabaseSettings.from_config(self.conf)
-
-    @cached_property
-    def db(self) -> Database:
-        """The process-wide database handle; looked up once per instance, never pickled.
-
-        The handle itself recreates its pool after a fork, so keeping it is safe.
-        """
-        return get_database(self.settings)
-
-    @cached_property
     def sql(self) -> StateBackendSql:
         return statements(self.settings.schema)
-
-    @property
-    def app_id(self) -> str:
-        return str(self.app.app_id)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql", "db"):
-            state.pop(derived, None)
-        return state
 
     # -- small helpers -------------------------------------------------------------
 

@@ -16,8 +16,7 @@ from pynenc.trigger.conditions import CompositeLogic, TriggerCondition, ValidCon
 from pynenc.trigger.monitoring import EventMarker, EventMarkerPage, EventRecord, TriggerRunRecord
 
 from pynenc_postgres.conf import ConfigTriggerPostgres
-from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.trigger import sql as trigger_sql
 from pynenc_postgres.trigger.sql import FLAG_FILTERS, TriggerSql, statements
@@ -33,7 +32,7 @@ PURGE_BATCH = 5_000
 ParticipantRow = tuple[str | None, str | None, str | None, str | None, str | None]
 
 
-class PostgresTrigger(BaseTrigger):
+class PostgresTrigger(DatabaseComponent, BaseTrigger):
     """
     Trigger component that keeps conditions, triggers, cron ticks, trigger-run claims,
     events and trigger runs in PostgreSQL.
@@ -61,27 +60,8 @@ class PostgresTrigger(BaseTrigger):
         return config
 
     @cached_property
-    def settings(self) -> DatabaseSettings:
-        return DatabaseSettings.from_config(self.conf)
-
-    @cached_property
-    def db(self) -> Database:
-        """The process-wide database handle, which recreates its pool after a fork."""
-        return get_database(self.settings)
-
-    @cached_property
     def sql(self) -> TriggerSql:
         return statements(self.settings.schema)
-
-    @property
-    def app_id(self) -> str:
-        return str(self.app.app_id)
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for derived in ("conf", "settings", "sql", "db"):
-            state.pop(derived, None)
-        return state
 
     # -- conditions and triggers ---------------------------------------------------
 
