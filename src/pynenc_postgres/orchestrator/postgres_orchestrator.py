@@ -22,6 +22,7 @@ from pynenc.orchestrator.atomic_service import (
 )
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
 
+from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from pynenc.task import Task
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
+# Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
+RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
 class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
@@ -334,9 +337,41 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         ]
 
     def get_pending_invocations_for_recovery(self) -> Iterator[InvocationId]:
-        """PENDING invocations older than ``max_pending_seconds`` by the server's clock."""
+        """PENDING invocations older than ``max_pending_seconds`` by the server's clock.
+
+        pynenc's pending-recovery task calls this. Before answering, it routes again the
+        invocations that a worker took from the queue and never moved to PENDING, because
+        it died in between: runnable by status, in no queue row, for longer than
+        ``max_pending_seconds``. Neither of pynenc's recovery tasks would find them.
+        """
         seconds = float(self.app.conf.max_pending_seconds)
+        self.route_stranded_invocations(seconds)
         return self._ids(self.sql.pending_for_recovery, (self.app_id, seconds))
+
+    def route_stranded_invocations(self, older_than_seconds: float) -> list[InvocationId]:
+        """Route again what was taken from the queue and left runnable; return those ids.
+
+        Needs the queue in this database, so it acts only when the broker is
+        :class:`~pynenc_postgres.broker.PostgresBroker` on the same database and schema.
+        A copy routed while a slow worker still holds the first one is harmless: only
+        one of them can move the invocation to PENDING, the other finds it taken.
+        """
+        broker = self.app.broker
+        if not (
+            isinstance(broker, PostgresBroker)
+            and (broker.settings.url, broker.settings.schema)
+            == (self.settings.url, self.settings.schema)
+        ):
+            return []
+        params = (self.app_id, RUNNABLE_STATUSES, older_than_seconds)
+        stranded = list(self._ids(self.sql.stranded_for_recovery, params))
+        if stranded:
+            self.app.logger.warning(
+                f"Routing again {len(stranded)} invocation(s) taken from the queue by a "
+                f"worker that stopped before running them: {', '.join(stranded)}"
+            )
+            self.route_invocations([self.app.state_backend.get_invocation(i) for i in stranded])
+        return stranded
 
     def _get_running_invocations_for_recovery(
         self, timeout_seconds: float

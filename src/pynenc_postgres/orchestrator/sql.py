@@ -72,6 +72,7 @@ class OrchestratorSql:
     active_runners: str
     active_runners_by_eligibility: str
     pending_for_recovery: str
+    stranded_for_recovery: str
     running_for_recovery: str
     abandon_dead_holder: str
     start_running_execution: str
@@ -93,6 +94,7 @@ def statements(schema: str) -> OrchestratorSql:
     arg = f"{s}.{t.ORCHESTRATOR_ARGUMENT}"
     wait = f"{s}.{t.ORCHESTRATOR_WAITING}"
     beat = f"{s}.{t.RUNNER_HEARTBEAT}"
+    queue = f"{s}.{t.BROKER_MESSAGE}"
     ase = f"{s}.{t.ATOMIC_SERVICE_EXECUTION}"
     ase_columns = "runner_id, atomic_service_run_id, start_time, end_time, status, reason"
     transition = f"""
@@ -236,6 +238,16 @@ def statements(schema: str) -> OrchestratorSql:
             SELECT invocation_id FROM {inv}
             WHERE app_id = %s AND status = 'pending' AND status_set_at <= now() - {_SECONDS}
             ORDER BY status_set_at""",
+        # Runnable by status, yet in no queue row: a worker took it from the queue and
+        # died before its PENDING transition.
+        stranded_for_recovery=f"""
+            SELECT i.invocation_id FROM {inv} i
+            WHERE i.app_id = %s AND i.status = ANY(%s::text[])
+              AND i.status_set_at <= now() - {_SECONDS}
+              AND NOT EXISTS (
+                SELECT 1 FROM {queue} q
+                WHERE q.app_id = i.app_id AND q.invocation_id = i.invocation_id)
+            ORDER BY i.status_set_at""",
         # pynenc's rule: the owner is dead when it has no heartbeat younger than the
         # timeout, or none at all.
         running_for_recovery=f"""

@@ -1,0 +1,116 @@
+"""An invocation taken from the queue by a worker that died before PENDING is run again.
+
+The worker's half of pynenc's protocol is literal here: ``broker.retrieve_invocation``
+takes the queue row, and nothing moves the invocation to PENDING, as when the process is
+killed between the two calls. pynenc's pending-recovery task asks the orchestrator for
+``get_pending_invocations_for_recovery``; that call routes such invocations again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pynenc import Pynenc, PynencBuilder
+from pynenc.invocation.status import InvocationStatus
+
+from pynenc_postgres.db.notify import stop_all_listeners
+from pynenc_postgres.orchestrator import PostgresOrchestrator
+from tests.orchestrator.apps import build_app, register, runner_context
+from tests.waiting import wait_until
+
+MAX_PENDING_SECONDS = 0.5
+
+
+@pytest.fixture
+def app(database_url: str) -> Iterator[Pynenc]:
+    app = (
+        PynencBuilder()
+        .postgres(url=database_url)
+        .app_id("stranded")
+        .custom_config(max_pending_seconds=MAX_PENDING_SECONDS, queue_timeout_sec=0.05)
+        .build()
+    )
+    yield app
+    stop_all_listeners()
+
+
+def _orchestrator(app: Pynenc) -> PostgresOrchestrator:
+    orchestrator = app.orchestrator
+    assert isinstance(orchestrator, PostgresOrchestrator)
+    return orchestrator
+
+
+def test_a_claimed_but_never_pending_invocation_is_routed_again_and_runs(app: Pynenc) -> None:
+    stranded = register(app, "taken by a worker that died")
+    waiting = register(app, "still in the queue")
+    assert app.broker.retrieve_invocation() == stranded  # the dead worker's claim
+    assert app.broker.count_invocations() == 1
+
+    # Younger than max_pending_seconds: it may be a live worker between its two calls.
+    assert list(app.orchestrator.get_pending_invocations_for_recovery()) == []
+    assert app.broker.count_invocations() == 1
+
+    routed = wait_until(
+        lambda: _orchestrator(app).route_stranded_invocations(MAX_PENDING_SECONDS),
+        "the stranded invocation was never routed again",
+    )
+    assert routed == [stranded]
+    # Routed once: the invocation that never left the queue has no second copy.
+    assert app.broker.count_invocations() == 2
+    assert _orchestrator(app).route_stranded_invocations(MAX_PENDING_SECONDS) == []
+
+    ctx = runner_context("survivor")
+    taken = [str(i.invocation_id) for i in app.orchestrator.get_invocations_to_run(2, ctx)]
+    assert sorted(taken) == sorted([stranded, waiting])
+    assert app.orchestrator.get_invocation_status(stranded) == InvocationStatus.PENDING
+
+
+def test_pynencs_recovery_call_routes_it_again(app: Pynenc) -> None:
+    stranded = register(app, "taken by a worker that died")
+    assert app.broker.retrieve_invocation() == stranded
+
+    def recovered() -> bool:
+        assert list(app.orchestrator.get_pending_invocations_for_recovery()) == []
+        return app.broker.count_invocations() == 1
+
+    wait_until(recovered, "pynenc's recovery call did not route the invocation again")
+    assert app.broker.retrieve_invocation() == stranded
+
+
+def test_pending_and_running_invocations_are_left_to_pynencs_own_recovery(app: Pynenc) -> None:
+    pending = register(app, "pending")
+    ctx = runner_context("live")
+    assert [str(i.invocation_id) for i in app.orchestrator.get_invocations_to_run(1, ctx)] == [
+        pending
+    ]
+
+    wait_until(
+        lambda: list(app.orchestrator.get_pending_invocations_for_recovery()) == [pending],
+        "the PENDING invocation never became old enough for pynenc's recovery",
+    )
+    assert app.broker.count_invocations() == 0
+
+
+def test_another_broker_is_never_given_copies(database_url: str) -> None:
+    """With pynenc's memory broker the queue is not in this database: nothing to compare."""
+    app = build_app(database_url, "memory-broker", max_pending_seconds=MAX_PENDING_SECONDS)
+    taken = register(app, "taken")
+    assert app.broker.retrieve_invocation() == taken
+
+    assert app.orchestrator.get_invocation_status(taken) == InvocationStatus.REGISTERED
+    orchestrator = _orchestrator(app)
+    # Well past max_pending_seconds by the server's clock, still nothing is routed.
+    wait_until(
+        lambda: (
+            orchestrator.db.fetchone(
+                "SELECT now() - status_set_at > make_interval(secs => %s) "
+                "FROM pynenc_orchestrator_invocation WHERE invocation_id = %s",
+                (MAX_PENDING_SECONDS, taken),
+            )
+            == (True,)
+        ),
+        "the invocation never grew older than max_pending_seconds",
+    )
+    assert orchestrator.route_stranded_invocations(MAX_PENDING_SECONDS) == []
+    assert app.broker.count_invocations() == 0
