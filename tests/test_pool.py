@@ -538,6 +538,18 @@ def test_url_options_are_kept_with_the_plugins_settings(database_url: str) -> No
     assert row == ("pynenc_elsewhere,public", "4321ms", "off")
 
 
+def test_the_urls_own_application_name_and_connect_timeout_win(database_url: str) -> None:
+    url = with_query(database_url, "application_name=billing-worker&connect_timeout=7")
+    from_url = get_database(DatabaseSettings(url=url, application_name="ignored"))
+    from_settings = get_database(DatabaseSettings(url=database_url, application_name="set"))
+
+    assert from_url.fetchone("SELECT current_setting('application_name')", ()) == (
+        "billing-worker",
+    )
+    assert from_url.run(lambda conn: conn.info.get_parameters().get("connect_timeout")) == "7"
+    assert from_settings.fetchone("SELECT current_setting('application_name')", ()) == ("set",)
+
+
 # -- processes ---------------------------------------------------------------------------
 
 

@@ -44,11 +44,13 @@ class ConfigPostgres(ConfigPynencBase):
         and replace one that fails it. Off by default: a session that the server closed
         is found without a round trip anyway.
     :cvar ConfigField[int] postgres_connect_timeout:
-        Seconds to wait for the server when opening a connection.
+        Seconds to wait for the server when opening a connection. A ``connect_timeout``
+        in the URL's query wins.
     :cvar ConfigField[int] postgres_statement_timeout_ms:
         Server-side ``statement_timeout`` in milliseconds; 0 disables it.
     :cvar ConfigField[str] postgres_application_name:
-        ``application_name`` shown in ``pg_stat_activity``.
+        ``application_name`` shown in ``pg_stat_activity``. An ``application_name`` in
+        the URL's query wins.
     :cvar ConfigField[bool] postgres_auto_migrate:
         Upgrade the schema to head on first connect, under an advisory lock.
         Off by default: production schemas change through ``pynenc-postgres db upgrade``.

@@ -87,16 +87,22 @@ class Database:
                 options.append(f"-c statement_timeout={s.statement_timeout_ms}")
             if s.synchronous_commit:
                 options.append(f"-c synchronous_commit={s.synchronous_commit}")
+        url_params = _url_params(s.url)
         connect_args: dict[str, Any] = {
             "autocommit": True,
-            "connect_timeout": s.connect_timeout,
-            "application_name": s.application_name,
             "prepare_threshold": s.prepare_threshold if s.prepare_threshold >= 0 else None,
         }
+        # An argument replaces the URL's parameter of the same name. A URL that names
+        # its own application_name or connect_timeout is the more specific choice.
+        for keyword, value in (
+            ("connect_timeout", s.connect_timeout),
+            ("application_name", s.application_name),
+        ):
+            if keyword not in url_params:
+                connect_args[keyword] = value
         if options:
-            # An argument replaces the URL's parameter of the same name: keep the URL's
-            # own options (search_path, ...) in front of the plugin's.
-            own = _url_options(s.url)
+            # Keep the URL's own options (search_path, ...) in front of the plugin's.
+            own = str(url_params.get("options") or "").strip()
             connect_args["options"] = " ".join([own, *options] if own else options)
         return connect_args
 
@@ -370,17 +376,16 @@ def _never_ran(exc: BaseException) -> bool:
     return err is not None and err.sqlstate == _IDLE_SESSION_TIMEOUT
 
 
-def _url_options(url: str) -> str:
-    """The ``options`` parameter of ``url``, decoded as libpq decodes it ('' if none)."""
+def _url_params(url: str) -> dict[str, Any]:
+    """The URL's connection parameters, decoded as libpq decodes them."""
     try:
-        params = conninfo_to_dict(libpq_url(url))
+        return conninfo_to_dict(libpq_url(url))
     except psycopg.Error:
         # libpq's message quotes the offending part of the URL, which may be the password.
         raise PostgresConfigError(
             "postgres_url cannot be read as a libpq connection URL; check its "
             "percent-escapes and query parameters."
         ) from None
-    return str(params.get("options") or "").strip()
 
 
 def _local_settings(settings: DatabaseSettings) -> tuple[str, tuple[str, ...]] | None:
