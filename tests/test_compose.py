@@ -269,7 +269,7 @@ def service_process(
         url.drivername, url.username, None, url.host, url.port, url.database, url.query
     )
     env["PYNENC__POSTGRES_URL"] = without_password.render_as_string(hide_password=False)
-    assert url.password is None or url.password not in env["PYNENC__POSTGRES_URL"]
+    assert not url.password or url.password not in env["PYNENC__POSTGRES_URL"]
     return [str(installed_script(program)), *args], env
 
 

@@ -194,8 +194,19 @@ def assert_report_names_the_runners_in_the_database(output: str, url: str) -> No
         runners_by_task.setdefault(task.rsplit(".", 1)[-1], set()).add(runner_id)
     assert not runners_by_task["checkout"] & runners_by_task["price_line"]
     assert len({runner_id for _, _, runner_id, *_ in ran}) >= 2
+
+    # The runners table of the report names worker processes of the runner processes
+    # that the demo started, as their own context rows record them.
     started = worker_pids(output)
     assert len(started) == 2
+    table = output.split("Runners that ran them", 1)[1].split("Exception of", 1)[0]
+    # The table's rows: the lines between its ruler of dashes and the blank line after.
+    body = re.split(r"^[- ]+$", table, maxsplit=1, flags=re.MULTILINE)[1].strip()
+    rows = [line.split() for line in body.splitlines()]
+    assert {row[0] for row in rows} == {socket.gethostname()}
+    # pynenc's own recovery tasks, when a cron tick fires during the run, add runners.
+    assert {row[1] for row in rows} >= {runner_id[:8] for _, _, runner_id, *_ in ran}
+    assert {int(row[5]) for row in rows} <= set(started)
 
 
 def assert_no_process_left(output: str, url: str) -> None:

@@ -38,6 +38,7 @@ from pynenc_postgres.demo.workers import (
 )
 
 if TYPE_CHECKING:
+    from psycopg.sql import Composed
     from pynenc.invocation import DistributedInvocation
 
 DEMO_APP_ID = "pynenc_postgres_demo"
@@ -235,6 +236,7 @@ def _run_app(
                     )
                 time.sleep(0.05)
             progress(f"  {label:<28} -> {_outcome(invocation)}")
+        _wait_for_pynenc_tasks(progress, settings, since, deadline, workers)
         if workers:
             progress("Stopping the runner processes and their worker processes")
     if workers:
@@ -249,6 +251,47 @@ POSTGRES_COMPONENTS = (
     "PostgresTrigger",
     "PostgresClientDataStore",
 )
+
+
+# Invocations of this run that have not reached a final status (server clock, like the
+# report's filter).
+UNFINISHED_SQL = """
+SELECT count(*)
+FROM {schema}.pynenc_invocation_status AS s
+JOIN {schema}.pynenc_invocation AS i USING (app_id, invocation_id)
+WHERE s.app_id = %(app_id)s AND i.created_at >= %(since)s AND s.is_final IS NOT TRUE
+"""
+
+
+def _wait_for_pynenc_tasks(
+    progress: Progress,
+    settings: DatabaseSettings,
+    since: datetime,
+    deadline: float,
+    workers: list[WorkerProcess],
+) -> None:
+    """Wait until pynenc's own tasks of this run have finished too.
+
+    A runner fires pynenc's recovery tasks from their cron schedules (every 5 and 15
+    minutes); one fired during the demo would otherwise be stopped with its runner and
+    be reported half done.
+    """
+    from psycopg import sql
+
+    statement = sql.SQL(UNFINISHED_SQL).format(schema=sql.Identifier(settings.schema))
+    params = {"app_id": DEMO_APP_ID, "since": since}
+    announced = False
+    while count := _query_one(settings, statement, params):
+        if not announced:
+            progress(f"Waiting for {count} invocations of pynenc's own tasks to finish")
+            announced = True
+        _check_workers(workers)
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{count} invocations did not finish within {RESULT_DEADLINE_SEC:.0f} s. "
+                "Is the machine overloaded?"
+            )
+        time.sleep(0.1)
 
 
 def _check_workers(workers: list[WorkerProcess]) -> None:
@@ -284,12 +327,14 @@ def _server_now(settings: DatabaseSettings) -> datetime:
     return now
 
 
-def _query_one(settings: DatabaseSettings, statement: str) -> Any:
+def _query_one(
+    settings: DatabaseSettings, statement: str | Composed, params: dict[str, Any] | None = None
+) -> Any:
     import psycopg
 
     conninfo = libpq_url(settings.url)
     with psycopg.connect(conninfo, connect_timeout=settings.connect_timeout) as conn:
-        row = conn.execute(statement).fetchone()
+        row = conn.execute(statement, params).fetchone()
     return row[0] if row else None
 
 

@@ -50,23 +50,26 @@ GROUP BY s.invocation_id, s.task_id, s.parent_invocation_id, s.status,
 ORDER BY s.registered_at, s.invocation_id
 """
 
-# Every runner context that ran an invocation of this run, with the runner process it
-# is a worker of, and how many invocations it ran.
+# Every runner context that ran an invocation of this run, the runner process it is a
+# worker of (its own context row), and how many invocations it ran.
 RUNNERS_SQL = """
 SELECT c.hostname,
        c.runner_id,
        c.runner_cls,
        c.pid,
        c.parent_runner_id,
+       p.pid AS parent_pid,
        count(DISTINCT h.invocation_id) AS invocations_run
 FROM {schema}.pynenc_runner_context AS c
 JOIN {schema}.pynenc_invocation_history AS h
   ON h.app_id = c.app_id AND h.runner_id = c.runner_id AND h.status = 'running'
 JOIN {schema}.pynenc_invocation AS i
   ON i.app_id = h.app_id AND i.invocation_id = h.invocation_id
+LEFT JOIN {schema}.pynenc_runner_context AS p
+  ON p.app_id = c.app_id AND p.runner_id = c.parent_runner_id
 WHERE c.app_id = %(app_id)s AND i.created_at >= %(since)s
-GROUP BY c.hostname, c.runner_id, c.runner_cls, c.pid, c.parent_runner_id
-ORDER BY c.hostname, c.parent_runner_id NULLS FIRST, c.pid, c.runner_id
+GROUP BY c.hostname, c.runner_id, c.runner_cls, c.pid, c.parent_runner_id, p.pid
+ORDER BY c.hostname, p.pid NULLS FIRST, c.pid, c.runner_id
 """
 
 EXCEPTIONS_SQL = """
@@ -105,6 +108,8 @@ class RunnerRow:
     runner_cls: str
     pid: int
     parent_runner_id: str | None
+    parent_pid: int | None
+    """Process id of the runner it is a worker of, if that context was stored."""
     invocations_run: int
 
 
@@ -249,7 +254,7 @@ def format_report(report: AuditReport) -> str:
     )
     out.append("")
     out += _table(
-        ("host", "runner", "class", "pid", "worker of", "invocations run"),
+        ("host", "runner", "class", "pid", "worker of", "runner pid", "invocations run"),
         [
             (
                 runner.hostname,
@@ -257,6 +262,7 @@ def format_report(report: AuditReport) -> str:
                 runner.runner_cls,
                 str(runner.pid),
                 _short_id(runner.parent_runner_id),
+                str(runner.parent_pid) if runner.parent_pid is not None else "-",
                 str(runner.invocations_run),
             )
             for runner in report.runners
