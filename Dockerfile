@@ -1,4 +1,5 @@
-# Image of the `migrate` and `demo` services in compose.yaml: the package and its console script.
+# Image of the `migrate`, `worker-*` and `demo` services in compose.yaml: the package, its
+# console script and pynenc's (`pynenc --app ... runner start`).
 FROM python:3.12-slim
 WORKDIR /src
 COPY pyproject.toml README.md alembic.ini ./

@@ -116,8 +116,7 @@ def monitor(
     assert window is not None
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYNENC__")}
-    sqlite_path = workdir / ".pynenc-postgres" / "demo.sqlite3"
-    env.update(demo_environment(database_url, sqlite_path, DatabaseSettings(url=database_url)))
+    env.update(demo_environment(database_url, DatabaseSettings(url=database_url)))
     del env["PYNENC__APP_ID"]  # pynmon discovers the apps; it is not one of them
     port = free_port()
     log = workdir / "monitor.log"

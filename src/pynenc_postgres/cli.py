@@ -168,24 +168,48 @@ def _demo(args: argparse.Namespace) -> int:
     from pynenc_postgres.demo import run_demo
 
     return run_demo(
-        args.url, workdir=Path(args.workdir), schema_name=args.schema, monitor_port=args.monitor
+        args.url,
+        workdir=Path(args.workdir),
+        schema_name=args.schema,
+        monitor_port=args.monitor,
+        runner_processes=args.runners,
     )
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _add_demo_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from pynenc_postgres.demo import RUNNER_PROCESSES
+
     demo = sub.add_parser(
         "demo",
         help="run a sample app on real runners and print an SQL audit report",
         description=(
             "Start an embedded PostgreSQL 18 (or use --url / PYNENC__POSTGRES_URL), migrate "
-            "it, run a sample pynenc app on worker processes and print an audit report."
+            "it, start pynenc runner processes on the Postgres-only stack, run a sample app "
+            "on them and print an SQL audit report of which host and runner ran what."
         ),
     )
     _add_connection_options(demo)
     demo.add_argument(
         "--workdir",
         default=".pynenc-postgres",
-        help="folder for the embedded server's data and the SQLite file (default: %(default)s)",
+        help="folder for the embedded server's data and the runners' logs (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--runners",
+        type=_non_negative_int,
+        default=RUNNER_PROCESSES,
+        metavar="N",
+        help=(
+            "runner processes to start (default: %(default)s); 0 starts none and uses the "
+            "runners already serving the database, e.g. compose's worker services"
+        ),
     )
     demo.add_argument(
         "--monitor",
@@ -244,6 +268,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except sqlalchemy.exc.DBAPIError as exc:
         print(f"error: {translate(exc, _server_of(args))}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # The commands clean up in their own ``finally`` blocks; a traceback adds nothing.
+        print("interrupted", file=sys.stderr)
+        return 130
     return code
 
 

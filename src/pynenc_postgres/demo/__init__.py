@@ -2,23 +2,26 @@
 
 With no configuration it starts an embedded PostgreSQL 18 whose data lives in
 ``./.pynenc-postgres/embedded``; with ``PYNENC__POSTGRES_URL`` (or ``--url``) it uses
-that server instead. Either way it migrates the schema, runs the sample app of
-:mod:`pynenc_postgres.demo.tasks` on pynenc's ``PersistentProcessRunner`` (worker
-processes, pynenc's SQLite broker and orchestrator, this plugin's state backend), and
-prints an audit report read with SQL from the plugin's tables.
+that server instead. Either way it migrates the schema, starts runner processes with
+pynenc's own ``pynenc --app ... runner start`` (each a ``PersistentProcessRunner`` with
+its worker processes), all configured by ``PYNENC__*`` variables for the Postgres-only
+stack (state backend, broker, orchestrator, trigger and client data store), submits the
+sample app's tasks (:mod:`pynenc_postgres.demo.tasks`), and prints an audit report read
+with SQL from the plugin's tables and views, naming the host and the runner that ran
+each invocation.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
-import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,14 +30,23 @@ from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.errors import PostgresPluginError
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
 from pynenc_postgres.demo.report import format_report, read_report
+from pynenc_postgres.demo.workers import (
+    WorkerProcess,
+    exit_on_sigterm,
+    running_workers,
+    worker_command,
+)
 
 if TYPE_CHECKING:
+    from psycopg.sql import Composed
     from pynenc.invocation import DistributedInvocation
 
 DEMO_APP_ID = "pynenc_postgres_demo"
 DEFAULT_WORKDIR = Path(".pynenc-postgres")
-WORKER_PROCESSES = 3
-RESULT_DEADLINE_SEC = 90.0
+# Two runner processes, as two hosts (or compose's two worker services) would run them.
+RUNNER_PROCESSES = 2
+WORKER_PROCESSES_PER_RUNNER = 2
+RESULT_DEADLINE_SEC = 120.0
 
 
 class DemoError(PostgresPluginError):
@@ -52,24 +64,24 @@ class Progress:
         self.write(f"[{time.monotonic() - self.started:5.1f}s] {message}")
 
 
-def demo_environment(url: str, sqlite_path: Path, settings: DatabaseSettings) -> dict[str, str]:
+def demo_environment(url: str, settings: DatabaseSettings) -> dict[str, str]:
     """Configuration of the demo app, as the environment variables its workers read.
 
-    Spawned workers rebuild the app from these variables alone, so every component
-    class is named here rather than passed to a builder.
+    Runner processes rebuild the app from these variables alone, as a deployment
+    configures them, so every component class is named here rather than passed to a
+    builder. Every component is a Postgres one: the database is all they share.
     """
     return {
         "PYNENC__APP_ID": DEMO_APP_ID,
         "PYNENC__STATE_BACKEND_CLS": "PostgresStateBackend",
+        "PYNENC__BROKER_CLS": "PostgresBroker",
+        "PYNENC__ORCHESTRATOR_CLS": "PostgresOrchestrator",
+        "PYNENC__TRIGGER_CLS": "PostgresTrigger",
+        "PYNENC__CLIENT_DATA_STORE_CLS": "PostgresClientDataStore",
         "PYNENC__POSTGRES_URL": url,
         "PYNENC__POSTGRES_SCHEMA": settings.schema,
-        "PYNENC__BROKER_CLS": "SQLiteBroker",
-        "PYNENC__ORCHESTRATOR_CLS": "SQLiteOrchestrator",
-        "PYNENC__TRIGGER_CLS": "SQLiteTrigger",
-        "PYNENC__CLIENT_DATA_STORE_CLS": "SQLiteClientDataStore",
-        "PYNENC__SQLITE_DB_PATH": str(sqlite_path),
         "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
-        "PYNENC__NUM_PROCESSES": str(WORKER_PROCESSES),
+        "PYNENC__NUM_PROCESSES": str(WORKER_PROCESSES_PER_RUNNER),
         "PYNENC__RUNNER_LOOP_SLEEP_TIME_SEC": "0.05",
         "PYNENC__INVOCATION_WAIT_RESULTS_SLEEP_TIME_SEC": "0.05",
         # The report shows every failure; pynenc's own log lines would bury it.
@@ -103,16 +115,19 @@ def run_demo(
     schema_name: str | None = None,
     progress: Progress | None = None,
     monitor_port: int | None = None,
+    runner_processes: int = RUNNER_PROCESSES,
 ) -> int:
     """Run the demo and print its report.
 
     :param url: database to use; ``None`` uses ``PYNENC__POSTGRES_URL`` / pynenc
         config, and when that is empty too, an embedded server.
-    :param workdir: folder for the embedded server's data and the SQLite file.
+    :param workdir: folder for the embedded server's data and the runners' logs.
     :param schema_name: Postgres schema of the tables (default: config, ``public``).
     :param progress: where progress lines go.
     :param monitor_port: after the report, serve pynmon (``pynenc monitor``) on this
         port until interrupted, with the database still up.
+    :param runner_processes: runner processes to start; ``0`` starts none and relies
+        on runners already serving the database (compose's worker services).
     :return: the process exit code.
     """
     from pynenc_postgres.conf import ConfigPostgres
@@ -122,30 +137,28 @@ def run_demo(
     url = url or conf.postgres_url or None
     schema_name = schema_name or conf.postgres_schema
     workdir.mkdir(parents=True, exist_ok=True)
-    with database(url, workdir, progress) as db_url:
+    with exit_on_sigterm(), database(url, workdir, progress) as db_url:
         settings = DatabaseSettings(url=db_url, schema=schema_name)
         progress(f"Using PostgreSQL {_server_version(settings)} at {settings.server}")
         schema.upgrade(settings)
         progress(f"Schema {settings.schema!r} migrated to revision {schema.current(settings)}")
-        sqlite_path = (workdir / "demo.sqlite3").resolve()
-        for leftover in sqlite_path.parent.glob(sqlite_path.name + "*"):
-            leftover.unlink()
-        with _environment(demo_environment(db_url, sqlite_path, settings)):
-            _run_app(progress, sqlite_path)
-        progress("Audit report, read with SQL from the pynenc_* tables:")
+        environment = demo_environment(db_url, settings)
+        with _environment(environment):
+            since = _run_app(progress, settings, environment, workdir, runner_processes)
+        progress("Audit report, read with SQL from the pynenc_* tables and views:")
         print()
-        print(format_report(read_report(settings, DEMO_APP_ID)))
+        print(format_report(read_report(settings, DEMO_APP_ID, since)))
         print()
         if monitor_port is not None:
-            return serve_monitor(demo_environment(db_url, sqlite_path, settings), monitor_port)
+            return serve_monitor(environment, monitor_port, workdir)
     return 0
 
 
-def serve_monitor(environment: dict[str, str], port: int) -> int:
+def serve_monitor(environment: dict[str, str], port: int, workdir: Path) -> int:
     """Run ``pynenc monitor`` on the demo's data until it exits or Ctrl-C.
 
     pynmon discovers the apps through ``PostgresStateBackend.discover_app_infos``; the
-    environment tells it which database and which SQLite file hold them.
+    environment tells it which database holds them.
     """
     env = {**os.environ, **environment}
     env.pop("PYNENC__APP_ID")  # pynmon discovers the apps; it is not one of them
@@ -153,7 +166,6 @@ def serve_monitor(environment: dict[str, str], port: int) -> int:
     command = [str(pynenc) if pynenc.exists() else "pynenc", "monitor", "--port", str(port)]
     print(f"pynmon: http://127.0.0.1:{port}/switch-app/{DEMO_APP_ID}  (Ctrl-C stops it)")
     # A folder without Python files, so pynmon finds no local app to use instead.
-    workdir = Path(environment["PYNENC__SQLITE_DB_PATH"]).parent
     monitor = subprocess.Popen(command, env=env, cwd=workdir)
     try:
         return monitor.wait()
@@ -163,22 +175,38 @@ def serve_monitor(environment: dict[str, str], port: int) -> int:
         return 0
 
 
-def _run_app(progress: Progress, sqlite_path: Path) -> None:
+def _run_app(
+    progress: Progress,
+    settings: DatabaseSettings,
+    environment: dict[str, str],
+    workdir: Path,
+    runner_processes: int,
+) -> datetime:
+    """Start the runners, submit the tasks and wait for them; return the start time.
+
+    The start time is read from the database server's clock, the clock that the
+    report's filter compares with.
+    """
     from pynenc_postgres.demo import tasks
 
-    app = tasks.app
-    app.purge()
-    progress(f"Cleared app {DEMO_APP_ID!r}: no rows of an earlier demo run remain")
-    progress(
-        f"Starting pynenc's PersistentProcessRunner: {WORKER_PROCESSES} worker processes, "
-        f"SQLite broker and orchestrator ({sqlite_path.name}), PostgresStateBackend"
-    )
-    # pynenc warns about a __main__ guard (the console script has one) and about running
-    # the runner loop in a thread (signals are handled by the demo's main thread).
-    warnings.filterwarnings("ignore", module=r"pynenc\.runner")
-    runner = threading.Thread(target=app.runner.run, name="demo-runner", daemon=True)
-    runner.start()
-    try:
+    if runner_processes:
+        # Runners that other processes started may be serving this app; only a demo
+        # that owns its runners may clear the app's rows.
+        tasks.app.purge()
+        progress(f"Cleared app {DEMO_APP_ID!r}: no rows of an earlier demo run remain")
+    since = _server_now(settings)
+    with running_workers(runner_processes, environment, workdir.resolve()) as workers:
+        if workers:
+            progress(
+                f"Started {len(workers)} runner processes with pynenc's "
+                f"`{shlex.join(worker_command('python'))}`, each a PersistentProcessRunner "
+                f"with {WORKER_PROCESSES_PER_RUNNER} worker processes, configured only by "
+                f"PYNENC__* variables: {', '.join(POSTGRES_COMPONENTS)}"
+            )
+            for worker in workers:
+                progress(f"  {worker.name}: pid {worker.pid}, log {worker.log_path}")
+        else:
+            progress("Starting no runner: the runners already serving this database run the tasks")
         invocations: list[tuple[str, DistributedInvocation]] = [
             ("add(2, 3)", tasks.add(2, 3)),
             ("add(40, 2)", tasks.add(40, 2)),
@@ -190,21 +218,92 @@ def _run_app(progress: Progress, sqlite_path: Path) -> None:
                 tasks.checkout(1001, {"tea": 2, "mug": 1, "biscuits": 4}),
             ),
         ]
-        progress(f"Submitted {len(invocations)} invocations; waiting for the workers")
+        progress(f"Submitted {len(invocations)} invocations; waiting for the runners")
         deadline = time.monotonic() + RESULT_DEADLINE_SEC
         for label, invocation in invocations:
             while not invocation.status.is_final():
+                _check_workers(workers)
                 if time.monotonic() > deadline:
                     raise DemoError(
                         f"{label} did not finish within {RESULT_DEADLINE_SEC:.0f} s "
-                        f"(status {invocation.status.value}). Is the machine overloaded?"
+                        f"(status {invocation.status.value}). "
+                        + (
+                            "Is the machine overloaded?"
+                            if workers
+                            else "Are runners serving this database? Start one with "
+                            f"`{shlex.join(worker_command('python'))}`."
+                        )
                     )
                 time.sleep(0.05)
             progress(f"  {label:<28} -> {_outcome(invocation)}")
-    finally:
-        progress("Stopping the runner and its workers")
-        app.runner.stop_runner_loop()
-        runner.join(timeout=30)
+        _wait_for_pynenc_tasks(progress, settings, since, deadline, workers)
+        if workers:
+            progress("Stopping the runner processes and their worker processes")
+    if workers:
+        progress("Runner processes stopped")
+    return since
+
+
+POSTGRES_COMPONENTS = (
+    "PostgresStateBackend",
+    "PostgresBroker",
+    "PostgresOrchestrator",
+    "PostgresTrigger",
+    "PostgresClientDataStore",
+)
+
+
+# Invocations of this run that have not reached a final status (server clock, like the
+# report's filter).
+UNFINISHED_SQL = """
+SELECT count(*)
+FROM {schema}.pynenc_invocation_status AS s
+JOIN {schema}.pynenc_invocation AS i USING (app_id, invocation_id)
+WHERE s.app_id = %(app_id)s AND i.created_at >= %(since)s AND s.is_final IS NOT TRUE
+"""
+
+
+def _wait_for_pynenc_tasks(
+    progress: Progress,
+    settings: DatabaseSettings,
+    since: datetime,
+    deadline: float,
+    workers: list[WorkerProcess],
+) -> None:
+    """Wait until pynenc's own tasks of this run have finished too.
+
+    A runner fires pynenc's recovery tasks from their cron schedules (every 5 and 15
+    minutes); one fired during the demo would otherwise be stopped with its runner and
+    be reported half done.
+    """
+    from psycopg import sql
+
+    statement = sql.SQL(UNFINISHED_SQL).format(schema=sql.Identifier(settings.schema))
+    params = {"app_id": DEMO_APP_ID, "since": since}
+    announced = False
+    while count := _query_one(settings, statement, params):
+        if not announced:
+            progress(f"Waiting for {count} invocations of pynenc's own tasks to finish")
+            announced = True
+        _check_workers(workers)
+        if time.monotonic() > deadline:
+            raise DemoError(
+                f"{count} invocations did not finish within {RESULT_DEADLINE_SEC:.0f} s. "
+                "Is the machine overloaded?"
+            )
+        time.sleep(0.1)
+
+
+def _check_workers(workers: list[WorkerProcess]) -> None:
+    """Fail early, with the runner's own output, when a runner process has exited."""
+    for worker in workers:
+        code = worker.process.poll()
+        if code is not None:
+            tail = worker.log_path.read_text(errors="replace").splitlines()[-20:]
+            raise DemoError(
+                f"runner process {worker.name} (pid {worker.pid}) exited with code {code}; "
+                f"the end of {worker.log_path}:\n" + "\n".join(tail)
+            )
 
 
 def _outcome(invocation: DistributedInvocation) -> str:
@@ -218,12 +317,25 @@ def _outcome(invocation: DistributedInvocation) -> str:
 
 def _server_version(settings: DatabaseSettings) -> str:
     # The pooled handle checks the schema on first use, and the schema may not exist yet.
+    row = _query_one(settings, "SHOW server_version")
+    return str(row).split()[0] if row else "?"
+
+
+def _server_now(settings: DatabaseSettings) -> datetime:
+    now = _query_one(settings, "SELECT now()")
+    assert isinstance(now, datetime)
+    return now
+
+
+def _query_one(
+    settings: DatabaseSettings, statement: str | Composed, params: dict[str, Any] | None = None
+) -> Any:
     import psycopg
 
     conninfo = libpq_url(settings.url)
     with psycopg.connect(conninfo, connect_timeout=settings.connect_timeout) as conn:
-        row = conn.execute("SHOW server_version").fetchone()
-    return str(row[0]).split()[0] if row else "?"
+        row = conn.execute(statement, params).fetchone()
+    return row[0] if row else None
 
 
 @contextmanager
