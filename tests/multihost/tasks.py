@@ -33,7 +33,9 @@ HOLD_TABLE = "multihost_hold"
 # it once ``after_executions`` executions are recorded: such a task writes its side
 # effect with ``held`` true, then waits, mid-run, until the test releases the host (or
 # kills it). The counter is taken by an ``UPDATE`` of the host's row, so two workers
-# starting at once cannot both take the last place.
+# starting at once cannot both take the last place. Once the server has been restarted
+# after ``restarted_after``, the host has ``extra_after_restart`` more places: the
+# restart test holds the first task each host starts after the restart.
 DDL = f"""
 CREATE TABLE {SIDE_EFFECT_TABLE} (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -52,7 +54,9 @@ CREATE TABLE {HOLD_TABLE} (
     after_executions integer NOT NULL,
     max_held integer NOT NULL,
     held integer NOT NULL DEFAULT 0,
-    released boolean NOT NULL DEFAULT false
+    released boolean NOT NULL DEFAULT false,
+    restarted_after timestamptz,
+    extra_after_restart integer NOT NULL DEFAULT 0
 );
 """
 
@@ -63,7 +67,9 @@ _INSERT = f"""
         SELECT held FROM {SIDE_EFFECT_TABLE} WHERE execution_id = %(execution_id)s
     ), hold AS (
         UPDATE {HOLD_TABLE} SET held = held + 1
-        WHERE hostname = %(hostname)s AND NOT released AND held < max_held
+        WHERE hostname = %(hostname)s AND NOT released
+          AND held < max_held + CASE WHEN pg_postmaster_start_time() > restarted_after
+                                     THEN extra_after_restart ELSE 0 END
           AND (SELECT count(*) FROM {SIDE_EFFECT_TABLE}) >= after_executions
           AND NOT EXISTS (SELECT 1 FROM prior)
         RETURNING hostname
