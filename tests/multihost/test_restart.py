@@ -4,13 +4,12 @@ Runners on both simulated hosts (pynenc's ``PersistentProcessRunner``, all five
 components on Postgres, configured by ``PYNENC__*`` variables with the default retry
 settings) are working through a batch of tasks. Mid-run the server is stopped with
 ``pg_ctl stop -m fast``, which terminates every session (pooled connections, the
-broker's ``LISTEN`` connection, the task's own), and started again on the same port
-and data directory about five seconds later, once every runner has met the outage. The
-runners must carry on:
-the same processes, no worker replaced, each host running tasks again after the
-restart, every task completed with its result, none lost. Only a task that was
-running when the server went down may have run twice (at-least-once); the assertions
-name any that did.
+broker's ``LISTEN`` connection, the task's own), and started again on the same port and
+data directory about five seconds later, once every runner has met the outage. The
+runners must carry on: the same processes, no worker replaced, each host running tasks
+again after the restart, every task completed with its result, none lost. Only a task
+that was running when the server went down may have run twice (at-least-once); the
+assertions name any that did.
 """
 
 from __future__ import annotations
