@@ -176,11 +176,20 @@ def page(browser: playwright_api.Browser, monitor: Monitor) -> Iterator[playwrig
     context.close()
 
 
-def screenshot(page: playwright_api.Page, name: str, tmp_path: Path) -> Path:
+def screenshot(
+    page: playwright_api.Page,
+    name: str,
+    tmp_path: Path,
+    element: playwright_api.Locator | None = None,
+) -> Path:
+    """Save the viewport, or only ``element`` when what matters is below the fold."""
     folder = Path(os.environ.get("PYNENC_POSTGRES_SCREENSHOTS") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    page.screenshot(path=str(path))
+    if element is None:
+        page.screenshot(path=str(path))
+    else:
+        element.screenshot(path=str(path))
     assert path.stat().st_size > 10_000, f"{path} looks empty"
     return path
 

@@ -75,7 +75,9 @@ class ConfigPostgres(ConfigPynencBase):
         trips per call.
     :cvar ConfigField[int] postgres_retry_attempts:
         Attempts for a call that fails with a transient error (connection lost,
-        server restarting) before the error is raised.
+        server restarting) before the error is raised. The default's backoff spans
+        about 10 to 20 seconds: a fast restart of the server, which a runner would not
+        survive if one of its main loop's calls gave up.
     :cvar ConfigField[float] postgres_retry_initial_delay:
         Seconds before the first retry; doubled on each further attempt.
     :cvar ConfigField[float] postgres_retry_max_delay:
@@ -98,7 +100,7 @@ class ConfigPostgres(ConfigPynencBase):
     postgres_synchronous_commit = ConfigField("")
     postgres_prepare_threshold = ConfigField(1)
     postgres_apply_settings = ConfigField("startup")
-    postgres_retry_attempts = ConfigField(6)
+    postgres_retry_attempts = ConfigField(10)
     postgres_retry_initial_delay = ConfigField(0.1)
     postgres_retry_max_delay = ConfigField(5.0)
 

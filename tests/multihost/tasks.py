@@ -5,6 +5,11 @@ another machine would build it; its components are resolved by name through the
 ``pynenc.plugins`` entry points. The task records each execution in a side-effect
 table of the test database with a plain ``INSERT``, so a test can count how many
 times each call really ran, where, and over which link.
+
+The task's own writes ride out a server restart (``test_restart.py``): on a lost
+connection it reconnects and resends. Each execution carries a random id, and a resent
+insert of the same execution finds its row instead of adding one, so the table still
+counts executions, not attempts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
+from typing import Any
 
 import psycopg
 from pynenc import Pynenc, context
@@ -26,10 +33,13 @@ HOLD_TABLE = "multihost_hold"
 # it once ``after_executions`` executions are recorded: such a task writes its side
 # effect with ``held`` true, then waits, mid-run, until the test releases the host (or
 # kills it). The counter is taken by an ``UPDATE`` of the host's row, so two workers
-# starting at once cannot both take the last place.
+# starting at once cannot both take the last place. Once the server has been restarted
+# after ``restarted_after``, the host has ``extra_after_restart`` more places: the
+# restart test holds the first task each host starts after the restart.
 DDL = f"""
 CREATE TABLE {SIDE_EFFECT_TABLE} (
     seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    execution_id text NOT NULL UNIQUE,
     n integer NOT NULL,
     invocation_id text NOT NULL,
     runner_id text NOT NULL,
@@ -44,22 +54,37 @@ CREATE TABLE {HOLD_TABLE} (
     after_executions integer NOT NULL,
     max_held integer NOT NULL,
     held integer NOT NULL DEFAULT 0,
-    released boolean NOT NULL DEFAULT false
+    released boolean NOT NULL DEFAULT false,
+    restarted_after timestamptz,
+    extra_after_restart integer NOT NULL DEFAULT 0
 );
 """
 
+# An execution whose row exists already (its insert committed, the reply was lost) gets
+# that row's ``held`` back, and neither a second row nor a second place in the hold.
 _INSERT = f"""
-    WITH hold AS (
+    WITH prior AS (
+        SELECT held FROM {SIDE_EFFECT_TABLE} WHERE execution_id = %(execution_id)s
+    ), hold AS (
         UPDATE {HOLD_TABLE} SET held = held + 1
-        WHERE hostname = %s AND NOT released AND held < max_held
+        WHERE hostname = %(hostname)s AND NOT released
+          AND held < max_held + CASE WHEN pg_postmaster_start_time() > restarted_after
+                                     THEN extra_after_restart ELSE 0 END
           AND (SELECT count(*) FROM {SIDE_EFFECT_TABLE}) >= after_executions
+          AND NOT EXISTS (SELECT 1 FROM prior)
         RETURNING hostname
+    ), inserted AS (
+        INSERT INTO {SIDE_EFFECT_TABLE}
+            (execution_id, n, invocation_id, runner_id, hostname, pid, client_addr, held)
+        SELECT %(execution_id)s, %(n)s, %(invocation_id)s, %(runner_id)s, %(hostname)s,
+               %(pid)s, inet_client_addr(), EXISTS (SELECT 1 FROM hold)
+        WHERE NOT EXISTS (SELECT 1 FROM prior)
+        RETURNING held
     )
-    INSERT INTO {SIDE_EFFECT_TABLE}
-        (n, invocation_id, runner_id, hostname, pid, client_addr, held)
-    SELECT %s, %s, %s, %s, %s, inet_client_addr(), EXISTS (SELECT 1 FROM hold)
-    RETURNING held"""
-_STILL_HELD = f"SELECT NOT released FROM {HOLD_TABLE} WHERE hostname = %s"
+    SELECT held FROM inserted UNION ALL SELECT held FROM prior"""
+_STILL_HELD = f"SELECT NOT released FROM {HOLD_TABLE} WHERE hostname = %(hostname)s"
+# Longer than any restart the tests make; a server that stays away fails the task.
+RECONNECT_SECONDS = 300.0
 
 _connection: psycopg.Connection[tuple[object, ...]] | None = None
 
@@ -72,6 +97,24 @@ def _side_effects() -> psycopg.Connection[tuple[object, ...]]:
     return _connection
 
 
+def _fetchone(statement: str, params: dict[str, Any]) -> tuple[object, ...] | None:
+    """Run an idempotent statement, reconnecting and resending while the server restarts."""
+    global _connection
+    deadline = time.monotonic() + RECONNECT_SECONDS
+    delay = 0.05
+    while True:
+        try:
+            return _side_effects().execute(statement, params).fetchone()
+        except psycopg.OperationalError:
+            if _connection is not None:
+                _connection.close()
+                _connection = None
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
 def expected(n: int) -> int:
     return n * 7 + 3
 
@@ -82,21 +125,20 @@ def record(n: int) -> int:
     invocation = context.get_dist_invocation_context(record.app.app_id)
     runner = context.get_runner_context(record.app.app_id)
     hostname = socket.gethostname()
-    conn = _side_effects()
-    row = conn.execute(
+    row = _fetchone(
         _INSERT,
-        (
-            hostname,
-            n,
-            str(invocation.invocation_id) if invocation else "",
-            runner.runner_id if runner else "",
-            hostname,
-            os.getpid(),
-        ),
-    ).fetchone()
+        {
+            "execution_id": uuid.uuid4().hex,
+            "n": n,
+            "invocation_id": str(invocation.invocation_id) if invocation else "",
+            "runner_id": runner.runner_id if runner else "",
+            "hostname": hostname,
+            "pid": os.getpid(),
+        },
+    )
     held = bool(row and row[0])
     while held:
         time.sleep(0.02)
-        still = conn.execute(_STILL_HELD, (hostname,)).fetchone()
+        still = _fetchone(_STILL_HELD, {"hostname": hostname})
         held = bool(still and still[0])
     return expected(n)

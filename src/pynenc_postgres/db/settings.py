@@ -85,7 +85,7 @@ class DatabaseSettings:
     auto_migrate: bool = False
     never_migrate: bool = False
     migration_lock_timeout_ms: int = 10_000
-    retry_attempts: int = 6
+    retry_attempts: int = 10
     retry_initial_delay: float = 0.1
     retry_max_delay: float = 5.0
 
