@@ -44,9 +44,9 @@ test-password-auth: $(STAMP)
 test-deps:
 	@scripts/install-test-deps
 
-## Refresh docs/screenshots from the pynmon browser test.
+## Refresh docs/screenshots from the pynmon browser tests (the two-host one needs root for its network namespaces).
 screenshots: $(STAMP) test-deps
-	PYNENC_POSTGRES_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_pynmon_browser.py -q
+	PYNENC_POSTGRES_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/test_pynmon_browser.py tests/multihost/test_pynmon_hosts.py -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests alembic benchmarks
