@@ -65,7 +65,7 @@ def test_no_url_configured_names_field_env_var_and_builder(
     message = str(info.value)
     assert "postgres_url" in message
     assert "PYNENC__POSTGRES_URL" in message
-    assert "PynencBuilder().postgres_state_backend(url=...)" in message
+    assert "PynencBuilder().postgres(url=...)" in message
     # An explicitly empty URL is refused when the app is built, with the same help.
     with pytest.raises(ValueError, match="PYNENC__POSTGRES_URL"):
         PynencBuilder().memory().postgres_state_backend(url=" ").build()
