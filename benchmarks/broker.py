@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import random
 import sys
 import tempfile
@@ -47,6 +46,7 @@ from pynenc import Pynenc, PynencBuilder
 
 from benchmarks.common import (
     bench_database,
+    load_average,
     machine_description,
     median,
     postgres_server,
@@ -250,14 +250,6 @@ def churn(target: Target, pairs: int, consumers: int) -> Churn:
 
 
 # -- report ------------------------------------------------------------------------
-
-
-def load_average() -> str:
-    try:
-        one, five, fifteen = os.getloadavg()
-    except OSError:
-        return "unknown"
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
 
 
 def kib(n: int) -> str:

@@ -139,6 +139,15 @@ def bench_task(x: int) -> int:
     return x
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, for the report of a run on a shared machine."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
+
+
 def median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2

@@ -11,16 +11,17 @@ noise hits them alike:
   SQLiteClientDataStore and SQLiteStateBackend on one file (WAL, ``synchronous=NORMAL``:
   no flush per commit, so compare it with the relaxed figure for like with like).
 
-For each stack, with one and with two worker processes (``num_processes``):
+For each stack, with one and with two runner processes (each a ``PersistentProcessRunner``
+with one worker process, as two hosts would each run one):
 
 * **throughput**: N tiny tasks submitted in one batch (``task.parallelize``), timed from
   the start of the submission until the client has read the last result; tasks/s;
-* **idle latency** (one worker): with the runner idle, one task is submitted; the time
+* **idle latency** (one runner): with the runner idle, one task is submitted; the time
   from the start of the submission to the start of the task body (pynenc sets the
   invocation RUNNING just before it), p50 and p90 over the samples of every round.
 
-The runner is a separate process configured by ``PYNENC__*`` variables alone, as in a
-deployment; it is started fresh for every measurement (a new app id, a new SQLite
+The runners are separate processes configured by ``PYNENC__*`` variables alone, as in a
+deployment; they are started fresh for every measurement (a new app id, a new SQLite
 file), and warmed up before the clock starts. Both sides log at ``warning``.
 
 Run it with ``python -m benchmarks.e2e``. The Postgres server is ``--postgres-url`` or
@@ -49,6 +50,7 @@ from pynenc import Pynenc
 from benchmarks import e2e_app
 from benchmarks.common import (
     bench_database,
+    load_average,
     machine_description,
     median,
     postgres_server,
@@ -64,7 +66,8 @@ PG = "Postgres only (durable)"
 PG_OFF = "Postgres only (synchronous_commit=off)"
 SQLITE = "pynenc SQLite stack"
 STACKS = (PG, PG_OFF, SQLITE)
-WORKERS = (1, 2)
+RUNNERS = (1, 2)
+WORKERS_PER_RUNNER = 1
 # Long enough for a runner to go idle: its workers wait in the broker again.
 IDLE_SECONDS = 0.5
 STARTUP_SECONDS = 120.0
@@ -118,39 +121,47 @@ def pynenc_environment(env: dict[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def running(stack_vars: dict[str, str], workers: int, log: Path) -> Iterator[Pynenc]:
-    """A runner process with ``workers`` workers, and a client app bound to the tasks."""
+def running(stack_vars: dict[str, str], runners: int, log: Path) -> Iterator[Pynenc]:
+    """``runners`` runner processes, and a client app bound to the tasks."""
     runner_env = {k: v for k, v in os.environ.items() if not k.startswith("PYNENC__")}
     runner_env |= stack_vars
     runner_env |= {
         "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
-        "PYNENC__NUM_PROCESSES": str(workers),
+        "PYNENC__NUM_PROCESSES": str(WORKERS_PER_RUNNER),
     }
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", RUNNER],
-            cwd=REPO,
-            env=runner_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    workers = runners * WORKERS_PER_RUNNER
+    processes: list[subprocess.Popen[bytes]] = []
     try:
+        with log.open("ab") as out:
+            for _ in range(runners):
+                processes.append(
+                    subprocess.Popen(
+                        [sys.executable, "-c", RUNNER],
+                        cwd=REPO,
+                        env=runner_env,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
         with pynenc_environment(stack_vars):
             client = Pynenc()
             e2e_app.tiny.app = client
             e2e_app.started_at.app = client
             deadline = time.monotonic() + STARTUP_SECONDS
-            while len(client.orchestrator.get_active_runners()) < workers:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"the runner did not start its workers; see {log}")
+            # Every runner process and each of its workers heartbeat as a runner.
+            while len(client.orchestrator.get_active_runners()) < runners + workers:
+                exited = any(process.poll() is not None for process in processes)
+                if exited or time.monotonic() > deadline:
+                    raise RuntimeError(f"the runners did not start their workers; see {log}")
                 time.sleep(0.1)
             # Every worker imports and connects before the clock starts.
             warm = list(e2e_app.tiny.parallelize([(i,) for i in range(20 * workers)]).results)
             assert sorted(warm) == list(range(20 * workers))
             yield client
     finally:
-        stop(process)
+        for process in processes:
+            stop(process)
         e2e_app.tiny.app = e2e_app.app
         e2e_app.started_at.app = e2e_app.app
         dispose_all()
@@ -203,8 +214,8 @@ class Results:
     tasks_per_second: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     latencies: dict[str, list[float]] = field(default_factory=dict)
 
-    def median_rate(self, stack: str, workers: int) -> float:
-        return median(self.tasks_per_second[(stack, workers)])
+    def median_rate(self, stack: str, runners: int) -> float:
+        return median(self.tasks_per_second[(stack, runners)])
 
     def round_ratios(self, a: tuple[str, int], b: tuple[str, int]) -> float:
         """Median over rounds of the ratio a / b measured in the same round."""
@@ -218,14 +229,14 @@ def measure(url: str, tasks: int, rounds: int, samples: int, scratch: Path) -> R
     for round_number in range(rounds):
         # Rotate the order, so no stack always runs first (or last) in a round.
         order = STACKS[round_number % len(STACKS) :] + STACKS[: round_number % len(STACKS)]
-        for workers in WORKERS:
+        for runners in RUNNERS:
             for stack in order:
-                with running(stack_env(stack, url, scratch), workers, log):
+                with running(stack_env(stack, url, scratch), runners, log):
                     rate = throughput(tasks)
-                    results.tasks_per_second.setdefault((stack, workers), []).append(rate)
-                    line = f"round {round_number + 1}: {stack}, {workers} worker(s): "
+                    results.tasks_per_second.setdefault((stack, runners), []).append(rate)
+                    line = f"round {round_number + 1}: {stack}, {runners} runner(s): "
                     line += f"{rate:.0f} tasks/s"
-                    if workers == 1:
+                    if runners == 1:
                         latencies = idle_latencies(samples)
                         results.latencies.setdefault(stack, []).extend(latencies)
                         line += f"; idle latency p50 {median(latencies) * 1000:.0f} ms"
@@ -233,17 +244,20 @@ def measure(url: str, tasks: int, rounds: int, samples: int, scratch: Path) -> R
     return results
 
 
-def render(results: Results, tasks: int, rounds: int, samples: int, machine: list[str]) -> str:
+def render(
+    results: Results, tasks: int, rounds: int, samples: int, machine: list[str], load: list[str]
+) -> str:
     lines = [
-        f"End to end through `PersistentProcessRunner`: {tasks} tiny tasks submitted in one "
-        f"batch, timed to the last result; medians of {rounds} rounds (stacks alternate within "
-        f"each round; the runner restarts for every measurement). Command: "
-        f"`python -m benchmarks.e2e --tasks {tasks} --rounds {rounds} "
+        f"End to end through `PersistentProcessRunner` (one worker process per runner): "
+        f"{tasks} tiny tasks submitted in one batch, timed to the last result; medians of "
+        f"{rounds} rounds (stacks alternate within each round; the runners restart for every "
+        f"measurement). Command: `python -m benchmarks.e2e --tasks {tasks} --rounds {rounds} "
         f"--latency-samples {samples}`.",
         "",
         *[f"- {fact}" for fact in machine],
+        f"- load average (1/5/15 min): {load[0]} at the start, {load[1]} at the end",
         "",
-        "| Stack | 1 worker (tasks/s) | 2 workers (tasks/s) | 2 workers / 1 | "
+        "| Stack | 1 runner (tasks/s) | 2 runners (tasks/s) | 2 runners / 1 | "
         "idle submit to RUNNING p50 | p90 |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -257,10 +271,10 @@ def render(results: Results, tasks: int, rounds: int, samples: int, machine: lis
         )
     lines.append("")
     for stack in (PG, PG_OFF):
-        for workers in WORKERS:
-            ratio = results.round_ratios((stack, workers), (SQLITE, workers))
+        for runners in RUNNERS:
+            ratio = results.round_ratios((stack, runners), (SQLITE, runners))
             lines.append(
-                f"- {stack} against pynenc's SQLite stack, {workers} worker(s): {ratio:.2f}x"
+                f"- {stack} against pynenc's SQLite stack, {runners} runner(s): {ratio:.2f}x"
             )
     return "\n".join(lines)
 
@@ -277,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
         machine = machine_description(db.url)
         print(f"Postgres: {server_label(db.url)}; runner logs: {scratch / 'runner.log'}")
+        load = [load_average()]
         results = measure(db.url, args.tasks, args.rounds, args.latency_samples, scratch)
-    body = render(results, args.tasks, args.rounds, args.latency_samples, machine)
+        load.append(load_average())
+    body = render(results, args.tasks, args.rounds, args.latency_samples, machine, load)
     print()
     print(body)
     if args.write_docs:

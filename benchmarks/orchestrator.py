@@ -45,6 +45,7 @@ from pynenc.invocation.status import InvocationStatus
 from benchmarks.common import (
     bench_database,
     bench_task,
+    load_average,
     machine_description,
     median,
     postgres_server,
@@ -209,11 +210,6 @@ def render(results: dict[tuple[str, int], list[Figures]], rounds: int) -> str:
     lines.append("")
     lines.append(f"Medians over {rounds} rounds; ratios are medians of the per-round ratios.")
     return "\n".join(lines)
-
-
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.1f} / {five:.1f} / {fifteen:.1f}"
 
 
 def main(argv: list[str] | None = None) -> int:
