@@ -11,9 +11,9 @@ own memory and SQLite stacks raise the same exceptions.
 So an exception is let through when its innermost frame is in those parts of pynenc (its
 runners, its SQLite components) or in pynenc's test tasks; when it is this test's
 database, dropped by the fixture under a thread that pynenc's test left running; or when
-a runner that pynenc's test stopped without waiting for it marks an invocation killed
-after the test purged it (the ``KeyError`` of a missing invocation, which pynenc's SQLite
-orchestrator raises there too).
+a runner that pynenc's test stopped without waiting for it finishes an invocation, or
+marks it killed, after the test purged it (the ``KeyError`` of a missing invocation,
+which pynenc's SQLite orchestrator raises there too).
 Anything raised in this plugin's code, or in a driver, still fails the test. The filters
 are added when this directory is collected and stay for the session, since a thread can
 report after its test has ended.
@@ -46,10 +46,11 @@ PYNENC_THREAD_FAILURES = {
         r"PostgresDatabaseNotFoundError. The database named in \S+/pynenc_test_\w+\S* "
         r"does not exist"
     ),
-    "an invocation the test purged, under a runner that pynenc's test stopped without "
-    "waiting for it": (
-        r"(?s)Exception in thread .*/site-packages/pynenc/runner/base_runner\.py\", line \d+, "
-        r"in _kill_and_reroute\n.*KeyError. 'Invocation ID \S+ not found'"
+    "an invocation the test purged, finished or marked killed by a runner that pynenc's "
+    "test stopped without waiting for it": (
+        r"(?s)Exception in thread .*/site-packages/pynenc/(runner/base_runner\.py\", line \d+, "
+        r"in _kill_and_reroute|invocation/dist_invocation\.py\", line \d+, in run)\n"
+        r".*KeyError. 'Invocation ID \S+ not found'"
     ),
 }
 

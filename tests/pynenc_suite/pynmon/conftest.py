@@ -60,11 +60,6 @@ def postgres_stack_env(
             # its tests after its apps' ids at import).
             app._reset_cached_components()
         assert_postgres_only(app)
-        # What a runner's start does, done here while single-threaded: pynenc's
-        # register_deferred_triggers iterates the app's pending triggers and then clears
-        # them, so two runners of one app starting together (test_complex_timeline) can
-        # raise "dictionary changed size during iteration" in one of them.
-        app.register_deferred_triggers()
     yield url
     stop_all_listeners()
 
@@ -75,7 +70,7 @@ def _module_apps(module_name: str) -> list[Pynenc]:
 
 
 @pytest.fixture(autouse=True)
-def test_module_app(request: FixtureRequest, monkeypatch: MonkeyPatch) -> None:
+def own_module_app(request: FixtureRequest, monkeypatch: MonkeyPatch) -> None:
     """``request.module.app`` is the app of the module that defines the test."""
     monkeypatch.setattr(request.module, "app", sys.modules[request.function.__module__].app)
 
