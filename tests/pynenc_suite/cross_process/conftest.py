@@ -1,21 +1,20 @@
 """Fixtures for pynenc's cross-process suites (combinations and orchestrator).
 
+Both suites run on the Postgres-only stack: our state backend, broker, orchestrator,
+trigger and client data store, with every runner pynenc has.
+
 Runner children built from environment variables alone (spawned workers, the
 ``Pynenc()`` of ``pynenc_tests.integration.combinations.tasks``, the subprocess of the
 real-signal test) must find the same components as the parent, so every fixture here
 exports its configuration as ``PYNENC__*`` variables rather than passing builder values.
-Environment variables also outrank builder values, which is what plugs our state
-backend into the suites' module-level apps that are built with ``.sqlite(...)``.
-
-Only pynenc's SQLite broker, orchestrator, trigger and client data store are combined
-with :class:`~pynenc_postgres.state_backend.PostgresStateBackend`: pynenc's memory
-components live inside one process, so they cannot serve runners whose workers are
-other processes.
+Environment variables also outrank builder values, which is what puts the suites'
+module-level apps, built with ``.sqlite(...)``, on the same stack.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -28,19 +27,14 @@ from pynenc_tests.integration.orchestrator.conftest import *
 from pynenc_tests.util import get_module_name
 from pynenc_tests.util.subclasses import get_runner_subclasses
 
+from pynenc_postgres.db.notify import stop_all_listeners
+from tests.pynenc_suite.stack import assert_postgres_only, build_postgres_app, postgres_env
+
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureRequest
     from _pytest.monkeypatch import MonkeyPatch
 
     from tests.conftest import PostgresServer
-
-STATE_BACKEND_CLS = "PostgresStateBackend"
-SQLITE_COMPONENTS = {
-    "PYNENC__BROKER_CLS": "SQLiteBroker",
-    "PYNENC__ORCHESTRATOR_CLS": "SQLiteOrchestrator",
-    "PYNENC__TRIGGER_CLS": "SQLiteTrigger",
-    "PYNENC__CLIENT_DATA_STORE_CLS": "SQLiteClientDataStore",
-}
 
 
 @dataclass(frozen=True)
@@ -72,13 +66,13 @@ _module_app_databases: dict[str, str] = {}
 
 
 @pytest.fixture(autouse=True)
-def postgres_state_backend_env(
+def postgres_stack_env(
     request: FixtureRequest,
     monkeypatch: MonkeyPatch,
     database_url: str,
     postgres_server: PostgresServer,
-) -> str:
-    """Select our state backend, on this test's database, for every app the test builds.
+) -> Iterator[str]:
+    """Select every Postgres component, on this test's database, for every app it builds.
 
     A module-level app (``test_status_transitions``, ``test_config_propagation_...``)
     keeps the configuration it first read for the whole session, and pynenc's
@@ -92,25 +86,30 @@ def postgres_state_backend_env(
             name = postgres_server.create_database(template=postgres_server.template)
             _module_app_databases[module_name] = postgres_server.url_for(name)
         url = _module_app_databases[module_name]
-    monkeypatch.setenv("PYNENC__STATE_BACKEND_CLS", STATE_BACKEND_CLS)
-    monkeypatch.setenv("PYNENC__POSTGRES_URL", url)
-    return url
+    for name, value in postgres_env(url).items():
+        monkeypatch.setenv(name, value)
+    yield url
+    # Runs after every fixture that builds an app, and before the test's database is
+    # dropped: the broker's LISTEN connection must not outlive it.
+    stop_all_listeners()
+
+
+@pytest.fixture(params=["postgres"])
+def app_instance(postgres_stack_env: str) -> Pynenc:
+    """pynenc's ``app_instance`` for the orchestrator suite: ``.postgres(url=...)``."""
+    app = build_postgres_app(postgres_stack_env)
+    assert_postgres_only(app)
+    return app
 
 
 @pytest.fixture(params=runner_combinations(), ids=lambda comp: comp.combination_id)
 def app_combination_instance(
-    request: FixtureRequest,
-    monkeypatch: MonkeyPatch,
-    temp_sqlite_db_path: str,
-    postgres_state_backend_env: str,
+    request: FixtureRequest, monkeypatch: MonkeyPatch, postgres_stack_env: str
 ) -> Pynenc:
-    """pynenc's combination app: SQLite components, our state backend, every runner."""
+    """pynenc's combination app: every component ours, every runner."""
     combination: RunnerCombination = request.param
     test_module, test_name = get_module_name(request)
     monkeypatch.setenv("PYNENC__APP_ID", f"{test_module}.{test_name}")
-    for name, value in SQLITE_COMPONENTS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("PYNENC__SQLITE_DB_PATH", temp_sqlite_db_path)
     monkeypatch.setenv("PYNENC__SERIALIZER_CLS", combination.serializer.__name__)
     monkeypatch.setenv("PYNENC__RUNNER_CLS", combination.runner.__name__)
     monkeypatch.setenv("PYNENC__LOGGING_LEVEL", "info")
@@ -119,5 +118,5 @@ def app_combination_instance(
     monkeypatch.setenv("PYNENC__RUNNER_LOOP_SLEEP_TIME_SEC", "0.01")
     monkeypatch.setenv("PYNENC__INVOCATION_WAIT_RESULTS_SLEEP_TIME_SEC", "0.01")
     app = Pynenc()
-    assert type(app.state_backend).__name__ == STATE_BACKEND_CLS
+    assert_postgres_only(app)
     return app
