@@ -6,6 +6,7 @@ the same stack as the builder.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import textwrap
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ from pynenc.orchestrator.mem_orchestrator import MemOrchestrator
 from pynenc.trigger.sqlite_trigger import SQLiteTrigger
 
 from pynenc_postgres.broker import PostgresBroker
-from pynenc_postgres.builder import postgres, postgres_state_backend
+from pynenc_postgres.builder import PostgresSettings, postgres, postgres_state_backend
 from pynenc_postgres.client_data_store import PostgresClientDataStore
 from pynenc_postgres.db.notify import stop_all_listeners
+from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.orchestrator import PostgresOrchestrator
 from pynenc_postgres.state_backend import PostgresStateBackend
 from pynenc_postgres.trigger import PostgresTrigger
@@ -116,11 +118,18 @@ def test_postgres_state_backend_keeps_the_other_components(
 
 
 def test_both_builder_methods_take_the_same_keywords() -> None:
-    full = inspect.signature(postgres).parameters
-    state_only = inspect.signature(postgres_state_backend).parameters
+    assert inspect.signature(postgres) == inspect.signature(postgres_state_backend)
+    assert set(PostgresSettings.__annotations__) == set(KEYWORD_VALUES)
+    # Each keyword names a field of the settings every component reads.
+    assert set(KEYWORD_VALUES) <= {field.name for field in dataclasses.fields(DatabaseSettings)}
 
-    assert list(full) == list(state_only)
-    assert set(full) - {"builder", "url"} == set(KEYWORD_VALUES)
+
+@pytest.mark.parametrize("method", ["postgres", "postgres_state_backend"])
+def test_a_misspelt_keyword_is_refused_not_stored(method: str, database_url: str) -> None:
+    builder = PynencBuilder()
+    with pytest.raises(TypeError, match=r"pool_szie.*pool_size"):
+        getattr(builder, method)(url=database_url, pool_szie=3)
+    assert not any("szie" in key for key in builder._config)
 
 
 @pytest.mark.parametrize("method", ["postgres", "postgres_state_backend"])

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,7 +34,9 @@ from tests.test_demo import run_demo
 from tests.waiting import wait_until
 
 pytest.importorskip("pynmon", reason="pynmon (pynenc[monitor]) supports Python < 3.13 only")
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is a dev dependency: pip install -e '.[dev]'"
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("PYNENC_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -93,6 +96,35 @@ def wait_until_serving(proc: subprocess.Popen[bytes], url: str, log: Path) -> No
     wait_until(serving, lambda: f"pynenc monitor answering {url}:\n{log.read_text()}", interval=0.2)
 
 
+@contextmanager
+def serving_monitor(env: dict[str, str], workdir: Path) -> Iterator[str]:
+    """``pynenc monitor`` configured by ``env`` alone; yields its base URL, stops it after.
+
+    :param env: the process environment, with the runners' ``PYNENC__*`` variables but no
+        ``PYNENC__APP_ID``: pynmon discovers the apps in the database.
+    :param workdir: where its log and its (empty) working directory go.
+    """
+    port = free_port()
+    log = workdir / "monitor.log"
+    monitor_cwd = workdir / "monitor"
+    monitor_cwd.mkdir()  # no Python files here, so pynmon has no local app to pick up
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("pynenc")), "monitor", "--port", str(port)],
+            cwd=monitor_cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        base_url = f"http://127.0.0.1:{port}"
+        wait_until_serving(proc, f"{base_url}/health", log)
+        yield base_url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 @pytest.fixture(scope="module")
 def monitor(
     postgres_server: PostgresServer, tmp_path_factory: pytest.TempPathFactory
@@ -118,26 +150,11 @@ def monitor(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYNENC__")}
     env.update(demo_environment(database_url, DatabaseSettings(url=database_url)))
     del env["PYNENC__APP_ID"]  # pynmon discovers the apps; it is not one of them
-    port = free_port()
-    log = workdir / "monitor.log"
-    monitor_cwd = workdir / "monitor"
-    monitor_cwd.mkdir()  # no Python files here, so pynmon has no local app to pick up
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pynenc")), "monitor", "--port", str(port)],
-            cwd=monitor_cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
     try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_serving(proc, f"{base_url}/health", log)
-        margin = timedelta(seconds=1)
-        yield Monitor(base_url, database_url, row[0], (window[0] - margin, window[1] + margin))
+        with serving_monitor(env, workdir) as base_url:
+            margin = timedelta(seconds=1)
+            yield Monitor(base_url, database_url, row[0], (window[0] - margin, window[1] + margin))
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
         postgres_server.drop_database(database)
 
 

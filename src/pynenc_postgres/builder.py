@@ -7,7 +7,8 @@ selects only the state backend, for teams that keep another broker.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 from pynenc_postgres.db.settings import MISSING_URL_HELP, check_url
 
@@ -38,39 +39,12 @@ class PostgresBuilderPlugin:
         builder_class.register_plugin_validator(validate_postgres_config)
 
 
-def postgres(
-    builder: PynencBuilder,
-    url: str | None = None,
-    *,
-    schema: str | None = None,
-    auto_migrate: bool | None = None,
-    synchronous_commit: str | None = None,
-    pool_size: int | None = None,
-    max_overflow: int | None = None,
-    pool_timeout: float | None = None,
-    pool_max_lifetime: float | None = None,
-    pool_max_idle: float | None = None,
-    pool_check: bool | None = None,
-    connect_timeout: int | None = None,
-    statement_timeout_ms: int | None = None,
-    application_name: str | None = None,
-    prepare_threshold: int | None = None,
-    apply_settings: str | None = None,
-    retry_attempts: int | None = None,
-    retry_initial_delay: float | None = None,
-    retry_max_delay: float | None = None,
-) -> PynencBuilder:
-    """Run every pynenc component on PostgreSQL: one database, any number of hosts.
+class PostgresSettings(TypedDict, total=False):
+    """The keywords of both builder methods; ``name`` sets the config field ``postgres_<name>``.
 
-    Selects the Postgres state backend, broker, orchestrator, trigger and client data
-    store, as pynenc's ``.redis()`` and ``.sqlite()`` select theirs. They share one
-    connection pool per process and the settings below. To keep another broker and
-    store only the state here, use :func:`postgres_state_backend`.
-    Arguments left as ``None`` keep their configured value (environment, pyproject, or
-    default).
+    A keyword left out, or given as ``None``, keeps its configured value (environment,
+    ``[tool.pynenc]``, config file, or default).
 
-    :param url: database URL, e.g. ``postgresql://user:password@host:5432/db``. When
-        omitted, ``PYNENC__POSTGRES_URL`` or ``postgres_url`` from a config file is used.
     :param schema: Postgres schema holding the tables (default ``public``).
     :param auto_migrate: upgrade the schema on first connect (default off).
     :param synchronous_commit: ``synchronous_commit`` for these connections, e.g. ``off``.
@@ -91,9 +65,43 @@ def postgres(
     :param retry_attempts: attempts for a call failing with a transient error.
     :param retry_initial_delay: seconds before the first retry, doubled on each retry.
     :param retry_max_delay: upper bound of one backoff delay, in seconds.
+    """
+
+    schema: str | None
+    auto_migrate: bool | None
+    synchronous_commit: str | None
+    pool_size: int | None
+    max_overflow: int | None
+    pool_timeout: float | None
+    pool_max_lifetime: float | None
+    pool_max_idle: float | None
+    pool_check: bool | None
+    connect_timeout: int | None
+    statement_timeout_ms: int | None
+    application_name: str | None
+    prepare_threshold: int | None
+    apply_settings: str | None
+    retry_attempts: int | None
+    retry_initial_delay: float | None
+    retry_max_delay: float | None
+
+
+def postgres(
+    builder: PynencBuilder, url: str | None = None, **settings: Unpack[PostgresSettings]
+) -> PynencBuilder:
+    """Run every pynenc component on PostgreSQL: one database, any number of hosts.
+
+    Selects the Postgres state backend, broker, orchestrator, trigger and client data
+    store, as pynenc's ``.redis()`` and ``.sqlite()`` select theirs. They share one
+    connection pool per process and these settings. To keep another broker and store
+    only the state here, use :func:`postgres_state_backend`.
+
+    :param url: database URL, e.g. ``postgresql://user:password@host:5432/db``. When
+        omitted, ``PYNENC__POSTGRES_URL`` or ``postgres_url`` from a config file is used.
+    :param settings: connection and pool settings, see :class:`PostgresSettings`.
     :return: the builder, for chaining.
     """
-    _apply_settings(builder, url, locals())
+    _apply_settings(builder, url, settings)
     builder._config.update(COMPONENT_CLASSES)
     builder._using_memory_components = False
     builder._plugin_components.clear()
@@ -102,59 +110,41 @@ def postgres(
 
 
 def postgres_state_backend(
-    builder: PynencBuilder,
-    url: str | None = None,
-    *,
-    schema: str | None = None,
-    auto_migrate: bool | None = None,
-    synchronous_commit: str | None = None,
-    pool_size: int | None = None,
-    max_overflow: int | None = None,
-    pool_timeout: float | None = None,
-    pool_max_lifetime: float | None = None,
-    pool_max_idle: float | None = None,
-    pool_check: bool | None = None,
-    connect_timeout: int | None = None,
-    statement_timeout_ms: int | None = None,
-    application_name: str | None = None,
-    prepare_threshold: int | None = None,
-    apply_settings: str | None = None,
-    retry_attempts: int | None = None,
-    retry_initial_delay: float | None = None,
-    retry_max_delay: float | None = None,
+    builder: PynencBuilder, url: str | None = None, **settings: Unpack[PostgresSettings]
 ) -> PynencBuilder:
     """Store pynenc's state in PostgreSQL and keep the other components as chosen.
 
     Selects :class:`~pynenc_postgres.state_backend.PostgresStateBackend` and leaves the
     broker, orchestrator, trigger and client data store as already chosen, so
     ``.sqlite(...).postgres_state_backend(url=...)`` and
-    ``.memory().postgres_state_backend(url=...)`` compose. Takes the same keywords as
+    ``.memory().postgres_state_backend(url=...)`` compose. Takes the same arguments as
     :func:`postgres`.
-    Arguments left as ``None`` keep their configured value.
 
     :return: the builder, for chaining.
     """
-    _apply_settings(builder, url, locals())
+    _apply_settings(builder, url, settings)
     builder._config["state_backend_cls"] = STATE_BACKEND_CLS
     builder._plugin_components.add("postgres")
     return builder
 
 
-def _apply_settings(builder: PynencBuilder, url: str | None, arguments: dict[str, Any]) -> None:
-    """Copy the keywords that were given into the builder's config (``None`` = unset).
+def _apply_settings(builder: PynencBuilder, url: str | None, settings: Mapping[str, Any]) -> None:
+    """Copy the arguments that were given into the builder's config (``None`` = unset).
 
-    ``arguments`` is the caller's ``locals()``: each keyword ``name`` is the config
-    field ``postgres_<name>``, so the two builder methods cannot drift apart.
+    :raises TypeError: a keyword that is not one of :class:`PostgresSettings`, as a
+        misspelt keyword of an ordinary function would.
     """
+    unknown = sorted(set(settings) - set(PostgresSettings.__annotations__))
+    if unknown:
+        raise TypeError(
+            f"unexpected keyword argument(s) {', '.join(unknown)}; the Postgres builder "
+            f"methods take url and {', '.join(PostgresSettings.__annotations__)}"
+        )
     if url is not None:
         check_url(url)
         builder._config["postgres_url"] = url
     builder._config.update(
-        {
-            f"postgres_{name}": value
-            for name, value in arguments.items()
-            if name not in ("builder", "url") and value is not None
-        }
+        {f"postgres_{name}": value for name, value in settings.items() if value is not None}
     )
 
 

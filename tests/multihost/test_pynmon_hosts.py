@@ -15,8 +15,6 @@ tests/multihost/test_pynmon_hosts.py`` refreshes ``docs/screenshots``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,15 +27,16 @@ from tests.multihost.netns import Host
 from tests.waiting import wait_until
 
 pytest.importorskip("pynmon", reason="pynmon (pynenc[monitor]) supports Python < 3.13 only")
-playwright_api = pytest.importorskip("playwright.sync_api", reason="pip install -e '.[dev]'")
+playwright_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is a dev dependency: pip install -e '.[dev]'"
+)
 
 from tests.test_pynmon_browser import (  # noqa: E402  (after the skips above)
     CHROMIUM,
     CHROMIUM_ARGS,
-    free_port,
     screenshot,
     serve_locally,
-    wait_until_serving,
+    serving_monitor,
 )
 
 pytestmark = pytest.mark.skipif(
@@ -97,25 +96,8 @@ def monitor(two_host_run: Cluster, tmp_path: Path) -> Iterator[str]:
     del env["PYNENC__APP_ID"]
     # Its invocation pages load the task's module, as a monitor next to the app's code would.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    port = free_port()
-    log = tmp_path / "monitor.log"
-    cwd = tmp_path / "monitor"
-    cwd.mkdir()  # no Python files here, so pynmon has no local app to pick up
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("pynenc")), "monitor", "--port", str(port)],
-            cwd=cwd,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        wait_until_serving(proc, f"{base_url}/health", log)
+    with serving_monitor(env, tmp_path) as base_url:
         yield base_url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 @pytest.fixture
