@@ -270,7 +270,8 @@ def test_interrupted_demo_stops_its_runner_processes(
     demo = subprocess.Popen(
         DEMO_COMMAND,
         cwd=tmp_path,
-        env=demo_env({"PYNENC__POSTGRES_URL": empty_database_url}),
+        # faulthandler: a demo that hangs is sent SIGABRT and prints where each thread is.
+        env=demo_env({"PYNENC__POSTGRES_URL": empty_database_url, "PYTHONFAULTHANDLER": "1"}),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -289,7 +290,12 @@ def test_interrupted_demo_stops_its_runner_processes(
         assert len(pids) == 2, "".join(seen)
         assert all(group_alive(pgid) for pgid in pids)
         os.killpg(demo.pid, sig)
-        rest, errors = demo.communicate(timeout=HANG_GUARD_SEC)
+        try:
+            rest, errors = demo.communicate(timeout=HANG_GUARD_SEC)
+        except subprocess.TimeoutExpired:
+            demo.send_signal(signal.SIGABRT)
+            _, errors = demo.communicate(timeout=30)
+            pytest.fail(f"the demo hung after {sig.name}; its threads:\n{errors}")
     finally:
         if demo.poll() is None:
             os.killpg(demo.pid, signal.SIGKILL)
