@@ -52,3 +52,22 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> 
             data_dir, cleanup_mode="delete" if delete_on_stop else "stop"
         )
     return EmbeddedPostgres(url=str(server.get_uri()), _server=server)
+
+
+def start_counting_embedded_postgres(
+    data_dir: Path, *, delete_on_stop: bool = True
+) -> EmbeddedPostgres:
+    """An embedded server that loads ``pg_stat_statements`` (benchmarks count statements).
+
+    The library must be loaded at server start: the server is initialised, stopped, given
+    ``shared_preload_libraries`` and started again.
+    """
+    first = start_embedded_postgres(data_dir, delete_on_stop=False)
+    first.stop()
+    with (data_dir / "postgresql.conf").open("a") as conf:
+        conf.write(
+            "\nshared_preload_libraries = 'pg_stat_statements'\n"
+            "pg_stat_statements.track = 'all'\n"
+            "track_io_timing = on\n"
+        )
+    return start_embedded_postgres(data_dir, delete_on_stop=delete_on_stop)
