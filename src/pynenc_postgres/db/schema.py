@@ -216,7 +216,8 @@ def _lock_timeout_explained(settings: DatabaseSettings) -> Iterator[None]:
             f"for a lock that another session holds, and gave up at: {statement}. Nothing "
             "was changed (each migration runs in one transaction). Run it again when the "
             "sessions using the table have finished (pg_stat_activity and pg_locks show "
-            "them), or raise postgres_migration_lock_timeout_ms (0 waits without limit)."
+            "them), or raise postgres_migration_lock_timeout_ms (0 sends none: the role's or "
+            "server's lock_timeout applies, by default none)."
         ) from exc
 
 

@@ -127,7 +127,8 @@ class DatabaseSettings:
         ):
             if value < 0:
                 raise PostgresConfigError(
-                    f"{name} is {value}; it must not be negative (0 disables the timeout)."
+                    f"{name} is {value}; it must not be negative (0 sends no timeout, so the "
+                    "role's or server's own setting applies)."
                 )
         # The server would refuse a wrong value only when a connection opens, in a way
         # that looks like an unreachable server. Its values, their boolean spellings, and
