@@ -131,3 +131,35 @@ def test_reviewed_sql_ranges_do_what_the_migrations_do(
     run_sql(url, sql(f"head:{first}"))
     assert catalog(url) == at_first
     assert schema.current(settings) == first
+
+
+def test_history_of_a_schema_marks_where_that_database_stands(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db history`` takes ``--url`` and ``--schema`` like every ``db`` command: with them it
+    reads that database's revision (and changes nothing), without them it needs none."""
+    revisions = shipped()
+    first, head = revisions[0][0], revisions[-1][0]
+    url = ["--url", empty_database_url]
+    settings = DatabaseSettings(url=empty_database_url, schema="pynenc_history")
+
+    code, out, err = cli(capsys, "db", "history", *url, "--schema", "pynenc_history")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].endswith(f": none (missing; head is {head})")
+    assert " (current)" not in out
+    assert schema.current(settings) is None  # nothing was created
+
+    schema.upgrade(settings, first)
+    code, out, err = cli(capsys, "db", "history", *url, "--schema", "pynenc_history")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"{settings.server} (schema pynenc_history): {first} (behind; head is {head})"
+    )
+    assert [line for line in lines if "(current)" in line] == [
+        f"base -> {first} (current): {revisions[0][2]}"
+    ]
+    assert lines[1].startswith(f"{revisions[-2][0]} -> {head} (head): ")
+    # The default schema of the same database has no tables.
+    code, out, _ = cli(capsys, "db", "history", *url)
+    assert out.splitlines()[0].endswith(f": none (missing; head is {head})")
