@@ -16,8 +16,10 @@ import psycopg
 
 from pynenc_postgres.db import models as m
 from pynenc_postgres.db.engine import Database, get_database
+from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.db.sql import quote_ident
+from pynenc_postgres.retention import parse_statuses
 
 T = TypeVar("T")
 
@@ -97,10 +99,15 @@ def list_invocations(
     :param settings: the database.
     :param app_id: only this app (recommended: every index starts with ``app_id``).
     :param task: task key (``module.function``) or just the function name.
-    :param statuses: only invocations whose current status is one of these.
+    :param statuses: only invocations whose current status is one of these (any case).
     :param since: only invocations with a status change at or after this moment.
-    :param limit: at most this many rows.
+    :param limit: at most this many rows (at least 1).
+    :raises PostgresConfigError: a status that is not pynenc's, or a limit below 1; before
+        anything is read.
     """
+    if limit < 1:
+        raise PostgresConfigError(f"The limit is {limit}; it must be at least 1.")
+    wanted = parse_statuses(statuses) if statuses else ()
     s = quote_ident(settings.schema)
     hist = f"{s}.{m.InvocationHistory.__tablename__}"
     conditions = ["true"]
@@ -114,9 +121,9 @@ def list_invocations(
         params["task_suffix"] = "%." + task.replace("\\", "\\\\").replace("%", "\\%").replace(
             "_", "\\_"
         )
-    if statuses:
+    if wanted:
         conditions.append("v.status = ANY(%(statuses)s)")
-        params["statuses"] = [status.lower() for status in statuses]
+        params["statuses"] = list(wanted)
     if since is not None:
         conditions.append(
             f"EXISTS (SELECT 1 FROM {hist} h WHERE h.app_id = v.app_id "

@@ -8,6 +8,7 @@ import sys
 from pynenc_postgres.cli.common import (
     add_connection_options,
     parse_since,
+    positive_int,
     settings_from_args,
     statuses,
 )
@@ -56,7 +57,9 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     listing.add_argument(
         "--since", help="only invocations with a status change since: 2h, 1d, or ISO timestamp"
     )
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument(
+        "--limit", type=positive_int, default=50, help="at most this many (default 50)"
+    )
     add_connection_options(listing)
     listing.set_defaults(handler=_inspect_invocations)
 
