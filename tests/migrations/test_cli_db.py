@@ -14,6 +14,7 @@ import pytest
 from pynenc_postgres.cli import main
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.errors import SchemaAheadError
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.migrations.conftest import VERSIONS, NewerScripts, catalog
 
@@ -163,3 +164,34 @@ def test_history_of_a_schema_marks_where_that_database_stands(
     # The default schema of the same database has no tables.
     code, out, _ = cli(capsys, "db", "history", *url)
     assert out.splitlines()[0].endswith(f": none (missing; head is {head})")
+
+
+def test_upgrade_and_downgrade_of_a_database_ahead_explain_it(
+    empty_database_url: str,
+    newer_scripts: NewerScripts,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same SchemaAheadError, with its fix, as ``db current``, ``check`` and ``inspect``
+    give; the database keeps its revision."""
+    url = ["--url", empty_database_url]
+    settings = DatabaseSettings(url=empty_database_url)
+    with monkeypatch.context() as newer_package:
+        newer_package.setattr(schema, "migrations_path", lambda: newer_scripts.path)
+        schema.upgrade(settings)
+    dispose_all()
+    before = catalog(empty_database_url)
+
+    code, _, check_err = cli(capsys, "db", "check", *url)
+    assert code == 1
+    explained = check_err.removeprefix("NOT AT HEAD (ahead): ").strip()
+    assert explained.startswith("The pynenc-postgres tables in schema 'public'")
+    assert f"pynenc-postgres db downgrade {newer_scripts.old_head}" in explained
+
+    for command in (["upgrade"], ["upgrade", "head"], ["downgrade", "base"]):
+        assert cli(capsys, "db", *command, *url) == (2, "", f"error: {explained}\n"), command
+    with pytest.raises(SchemaAheadError) as info:
+        schema.upgrade(settings)
+    assert str(info.value) == explained
+    assert schema.current(settings) == newer_scripts.new_head
+    assert catalog(empty_database_url) == before
