@@ -55,6 +55,13 @@ KEYWORD_VALUES: dict[str, Any] = {
     "retry_attempts": 2,
     "retry_initial_delay": 0.02,
     "retry_max_delay": 0.5,
+    "migration_lock_timeout_ms": 2500,
+}
+# The broker's own keywords, and the value its config must read.
+BROKER_KEYWORD_VALUES: dict[str, Any] = {
+    "broker_wakeup": "poll",
+    "broker_poll_interval_sec": 0.2,
+    "broker_claim_synchronous_commit": "local",
 }
 
 
@@ -119,8 +126,8 @@ def test_postgres_state_backend_keeps_the_other_components(
 
 def test_both_builder_methods_take_the_same_keywords() -> None:
     assert inspect.signature(postgres) == inspect.signature(postgres_state_backend)
-    assert set(PostgresSettings.__annotations__) == set(KEYWORD_VALUES)
-    # Each keyword names a field of the settings every component reads.
+    assert set(PostgresSettings.__annotations__) == set(KEYWORD_VALUES) | set(BROKER_KEYWORD_VALUES)
+    # Each keyword names a field of the settings every component reads, or the broker's.
     assert set(KEYWORD_VALUES) <= {field.name for field in dataclasses.fields(DatabaseSettings)}
 
 
@@ -143,6 +150,20 @@ def test_every_keyword_reaches_the_settings_of_every_selected_component(
     for name in selected:
         settings = getattr(app, name).settings
         assert {key: getattr(settings, key) for key in KEYWORD_VALUES} == KEYWORD_VALUES, name
+
+
+@pytest.mark.parametrize("method", ["postgres", "postgres_state_backend"])
+def test_broker_keywords_reach_the_postgres_broker(method: str, database_url: str) -> None:
+    """Both methods take them; ``postgres_state_backend`` once PostgresBroker is selected."""
+    builder = getattr(PynencBuilder().memory(), method)(url=database_url, **BROKER_KEYWORD_VALUES)
+    app = builder.custom_config(broker_cls="PostgresBroker").build()
+
+    broker = app.broker
+    assert isinstance(broker, PostgresBroker)
+    assert {
+        key: getattr(broker.conf, f"postgres_{key}") for key in BROKER_KEYWORD_VALUES
+    } == BROKER_KEYWORD_VALUES
+    assert broker.wakeup_mode == "poll"
 
 
 def test_unset_keywords_keep_the_configured_value(

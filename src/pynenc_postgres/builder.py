@@ -56,7 +56,8 @@ class PostgresSettings(TypedDict, total=False):
     :param pool_check: make a round trip when an idle connection is checked out (off by
         default).
     :param connect_timeout: seconds to wait when opening a connection.
-    :param statement_timeout_ms: server-side statement timeout (0 disables it).
+    :param statement_timeout_ms: server-side ``statement_timeout`` in milliseconds; 0 sends
+        none, so the role's or server's own ``statement_timeout`` applies.
     :param application_name: name shown in ``pg_stat_activity``.
     :param prepare_threshold: psycopg prepare threshold; negative disables prepared
         statements (for transaction-mode poolers that lack support).
@@ -65,6 +66,19 @@ class PostgresSettings(TypedDict, total=False):
     :param retry_attempts: attempts for a call failing with a transient error.
     :param retry_initial_delay: seconds before the first retry, doubled on each retry.
     :param retry_max_delay: upper bound of one backoff delay, in seconds.
+    :param migration_lock_timeout_ms: ``lock_timeout`` of each migration (auto-migrate
+        and ``pynenc-postgres db``), in milliseconds; 0 sends none, so the role's or
+        server's own ``lock_timeout`` applies.
+    :param broker_wakeup: how idle ``PostgresBroker`` consumers learn about work:
+        ``listen``, ``poll`` or ``auto``.
+    :param broker_poll_interval_sec: seconds between claims of an idle broker consumer
+        when it polls.
+    :param broker_claim_synchronous_commit: ``synchronous_commit`` of the broker's claim
+        statement (default ``off``); empty keeps the connection's setting.
+
+    The broker keywords apply to ``PostgresBroker``: ``.postgres(...)`` selects it, and
+    after ``.postgres_state_backend(...)`` they take effect once it is selected, e.g. with
+    ``.custom_config(broker_cls="PostgresBroker")``.
     """
 
     schema: str | None
@@ -84,6 +98,10 @@ class PostgresSettings(TypedDict, total=False):
     retry_attempts: int | None
     retry_initial_delay: float | None
     retry_max_delay: float | None
+    migration_lock_timeout_ms: int | None
+    broker_wakeup: str | None
+    broker_poll_interval_sec: float | None
+    broker_claim_synchronous_commit: str | None
 
 
 def postgres(

@@ -47,7 +47,10 @@ class ConfigPostgres(ConfigPynencBase):
         Seconds to wait for the server when opening a connection. A ``connect_timeout``
         in the URL's query wins.
     :cvar ConfigField[int] postgres_statement_timeout_ms:
-        Server-side ``statement_timeout`` in milliseconds; 0 disables it.
+        Server-side ``statement_timeout`` in milliseconds, sent when a connection opens
+        (or per transaction, see ``postgres_apply_settings``). 0 sends none, so the
+        role's or server's own ``statement_timeout`` applies (``ALTER ROLE ... SET
+        statement_timeout``); it does not turn a configured timeout off.
     :cvar ConfigField[str] postgres_application_name:
         ``application_name`` shown in ``pg_stat_activity``. An ``application_name`` in
         the URL's query wins.
@@ -57,7 +60,8 @@ class ConfigPostgres(ConfigPynencBase):
     :cvar ConfigField[int] postgres_migration_lock_timeout_ms:
         ``lock_timeout`` of a migration, in milliseconds: a migration that cannot lock a
         busy table within it fails instead of queueing every other query behind it.
-        0 waits forever.
+        0 sends none, so the role's or server's own ``lock_timeout`` applies (by
+        default there is none, and the migration waits as long as it takes).
     :cvar ConfigField[str] postgres_synchronous_commit:
         ``synchronous_commit`` for this plugin's connections (``on``, ``off``, ...).
         Empty keeps the server's setting. ``off`` trades the last few hundred

@@ -2,27 +2,43 @@
 
 Every query runs in a ``READ ONLY`` transaction, so ``pynenc-postgres inspect`` can
 use the same credentials as an auditor and can never change a row.
+
+pynenc keeps a serialized argument, result or exception above ``min_size_to_cache``
+characters in its client data store and stores only a reference key in its place. An
+invocation's detail resolves those keys through ``pynenc_client_data`` (the table of
+``PostgresClientDataStore``), so it shows the values themselves; a key whose row is not
+there (deleted, or kept by another client data store) is shown as such.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import psycopg
+from pynenc.serializer.constants import ReservedKeys
 
 from pynenc_postgres.db import models as m
 from pynenc_postgres.db.engine import Database, get_database
+from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.db.sql import quote_ident
+from pynenc_postgres.retention import parse_statuses
 
 T = TypeVar("T")
 
 STATUS_VIEW = "pynenc_invocation_status"
 TIMELINE_VIEW = "pynenc_invocation_timeline"
+
+CLIENT_DATA_PREFIX = ReservedKeys.CLIENT_DATA.value
+"""How pynenc's client data store references begin."""
+
+MAX_CHARS = 1000
+"""Characters of a value from the client data store shown by default."""
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,37 @@ class TimelineStep:
 
 
 @dataclass(frozen=True)
+class StoredValue:
+    """A serialized value, inline or resolved through the client data store.
+
+    :param text: the value as pynenc's serializer wrote it; only its beginning when
+        ``complete`` is False; None when it is a reference whose row is not in
+        ``pynenc_client_data`` (deleted, or kept by another client data store).
+    :param reference: the client data store key the invocation holds, for a value kept
+        there; None for a value stored inline.
+    :param size: bytes of the whole value as stored (UTF-8), 0 when it is missing.
+    :param complete: False when ``text`` is only the beginning of the value.
+    """
+
+    text: str | None
+    reference: str | None = None
+    size: int = 0
+    complete: bool = True
+
+    @property
+    def missing(self) -> bool:
+        """True for a reference whose row is not in ``pynenc_client_data``."""
+        return self.text is None
+
+
+@dataclass(frozen=True)
 class InvocationDetail:
-    """An invocation with its timeline, arguments, and result or exception."""
+    """An invocation with its timeline, arguments, and result or exception.
+
+    The ``serialized_*`` fields hold what the invocation's rows hold, references
+    included; ``arguments``, ``result`` and ``exception_data`` have those references
+    resolved.
+    """
 
     summary: InvocationSummary
     serialized_arguments: str
@@ -63,6 +108,11 @@ class InvocationDetail:
     timeline: list[TimelineStep]
     serialized_result: str | None
     serialized_exception: str | None
+    arguments: dict[str, StoredValue] = field(default_factory=dict)
+    """Each argument by name."""
+    result: StoredValue | None = None
+    exception_data: StoredValue | None = None
+    """The ``error_data`` of the serialized exception (pynenc keeps it in the store too)."""
 
 
 def _read_only_database(settings: DatabaseSettings) -> Database:
@@ -70,10 +120,13 @@ def _read_only_database(settings: DatabaseSettings) -> Database:
     return get_database(settings.without_schema_changes())
 
 
-def _read(settings: DatabaseSettings, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+def _read(
+    settings: DatabaseSettings, query: str, params: dict[str, Any], *, binary: bool = False
+) -> list[tuple[Any, ...]]:
     def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
         conn.execute("SET TRANSACTION READ ONLY")
-        return conn.execute(query, params).fetchall()
+        with conn.cursor(binary=binary) as cursor:
+            return cursor.execute(query, params).fetchall()
 
     return _read_only_database(settings).run(op, transaction=True)
 
@@ -97,10 +150,15 @@ def list_invocations(
     :param settings: the database.
     :param app_id: only this app (recommended: every index starts with ``app_id``).
     :param task: task key (``module.function``) or just the function name.
-    :param statuses: only invocations whose current status is one of these.
+    :param statuses: only invocations whose current status is one of these (any case).
     :param since: only invocations with a status change at or after this moment.
-    :param limit: at most this many rows.
+    :param limit: at most this many rows (at least 1).
+    :raises PostgresConfigError: a status that is not pynenc's, or a limit below 1; before
+        anything is read.
     """
+    if limit < 1:
+        raise PostgresConfigError(f"The limit is {limit}; it must be at least 1.")
+    wanted = parse_statuses(statuses) if statuses else ()
     s = quote_ident(settings.schema)
     hist = f"{s}.{m.InvocationHistory.__tablename__}"
     conditions = ["true"]
@@ -114,9 +172,9 @@ def list_invocations(
         params["task_suffix"] = "%." + task.replace("\\", "\\\\").replace("%", "\\%").replace(
             "_", "\\_"
         )
-    if statuses:
+    if wanted:
         conditions.append("v.status = ANY(%(statuses)s)")
-        params["statuses"] = [status.lower() for status in statuses]
+        params["statuses"] = list(wanted)
     if since is not None:
         conditions.append(
             f"EXISTS (SELECT 1 FROM {hist} h WHERE h.app_id = v.app_id "
@@ -131,13 +189,18 @@ def list_invocations(
 
 
 def invocation_detail(
-    settings: DatabaseSettings, invocation_id: str, app_id: str | None = None
+    settings: DatabaseSettings,
+    invocation_id: str,
+    app_id: str | None = None,
+    max_chars: int | None = MAX_CHARS,
 ) -> list[InvocationDetail]:
-    """One invocation's timeline with its result or exception.
+    """One invocation's timeline with its arguments, and its result or exception.
 
     :param settings: the database.
     :param invocation_id: the invocation.
     :param app_id: its app; without it every app holding that id is shown (a scan).
+    :param max_chars: characters read of each value kept in the client data store
+        (pynenc keeps values there because they are large); None reads them whole.
     :return: one detail per app holding the id (normally one, empty if unknown).
     """
     s = quote_ident(settings.schema)
@@ -170,6 +233,14 @@ def invocation_detail(
                 ORDER BY step""",
             {"app_id": summary.app_id, "invocation_id": invocation_id},
         )
+        arguments = _arguments(row[9])
+        error_data = _error_data(row[13])
+        resolved = _client_data(
+            settings,
+            summary.app_id,
+            [*arguments.values(), row[12], error_data],
+            max_chars,
+        )
         details.append(
             InvocationDetail(
                 summary=summary,
@@ -179,9 +250,81 @@ def invocation_detail(
                 timeline=[TimelineStep(*step) for step in steps],
                 serialized_result=row[12],
                 serialized_exception=row[13],
+                arguments={name: _stored(value, resolved) for name, value in arguments.items()},
+                result=None if row[12] is None else _stored(row[12], resolved),
+                exception_data=None if error_data is None else _stored(error_data, resolved),
             )
         )
     return details
+
+
+def _arguments(serialized: str) -> dict[str, str]:
+    """Argument name to serialized value (or reference), as pynenc stores them."""
+    try:
+        document = json.loads(serialized)
+    except ValueError:
+        return {}
+    if not isinstance(document, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in document.items()}
+
+
+def _error_data(serialized_exception: str | None) -> str | None:
+    if serialized_exception is None:
+        return None
+    try:
+        document = json.loads(serialized_exception)
+    except ValueError:
+        return None
+    data = document.get("error_data") if isinstance(document, dict) else None
+    return data if isinstance(data, str) else None
+
+
+def _is_reference(value: str | None) -> bool:
+    return value is not None and value.startswith(CLIENT_DATA_PREFIX)
+
+
+def _client_data(
+    settings: DatabaseSettings,
+    app_id: str,
+    values: Iterable[str | None],
+    max_chars: int | None,
+) -> dict[str, StoredValue]:
+    """The referenced values found in ``pynenc_client_data``, by key (missing ones absent).
+
+    Only the first ``max_chars`` characters are read (at most 4 bytes each in UTF-8):
+    a value kept in the store may be many megabytes.
+    """
+    keys = sorted({value for value in values if value is not None and _is_reference(value)})
+    if not keys:
+        return {}
+    table = f"{quote_ident(settings.schema)}.{m.ClientData.__tablename__}"
+    value_sql = "data_value" if max_chars is None else "substring(data_value FROM 1 FOR %(bytes)s)"
+    rows = _read(
+        settings,
+        f"""SELECT data_key, octet_length(data_value), {value_sql} FROM {table}
+            WHERE app_id = %(app_id)s AND data_key = ANY(%(keys)s)""",
+        {"app_id": app_id, "keys": keys, "bytes": 4 * (max_chars or 0)},
+        binary=True,
+    )
+    found = {}
+    for key, size, data in rows:
+        data = bytes(data)
+        whole = len(data) == size
+        # The client data store writes UTF-8 with lone surrogates passed through; a cut
+        # through a character's bytes leaves them out.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogatepass")
+        text = decoder.decode(data, final=whole)
+        if max_chars is not None and len(text) > max_chars:
+            text, whole = text[:max_chars], False
+        found[key] = StoredValue(text=text, reference=key, size=size, complete=whole)
+    return found
+
+
+def _stored(value: str, resolved: dict[str, StoredValue]) -> StoredValue:
+    if not _is_reference(value):
+        return StoredValue(text=value, size=len(value.encode("utf-8", "surrogatepass")))
+    return resolved.get(value, StoredValue(text=None, reference=value))
 
 
 # -- rendering --------------------------------------------------------------------
@@ -248,6 +391,44 @@ def _pretty(serialized: str) -> str:
         return serialized
 
 
+def shown(value: StoredValue) -> str:
+    """A stored value for the terminal, saying where it was kept when that matters."""
+    if value.text is None:
+        return (
+            f"(kept in the client data store as {value.reference}, but pynenc_client_data "
+            "has no such row: it was deleted, or another client data store keeps it)"
+        )
+    if value.complete:
+        return value.text
+    return (
+        f"{value.text}... (the first {len(value.text):,} characters of {value.size:,} bytes "
+        "kept in the client data store; --full shows all)"
+    )
+
+
+def _argument_lines(detail: InvocationDetail) -> list[str]:
+    if not detail.arguments:
+        if detail.serialized_arguments and detail.serialized_arguments not in ("{}", "null"):
+            return [f"  arguments  {detail.serialized_arguments}"]  # not a JSON object
+        return ["  arguments  -"]
+    lines: list[str] = []
+    for name, value in detail.arguments.items():
+        label = "  arguments  " if not lines else " " * 13
+        lines.append(f"{label}{name}={shown(value)}")
+    return lines
+
+
+def _exception_text(detail: InvocationDetail) -> str:
+    """The serialized exception, pretty-printed, with its ``error_data`` resolved."""
+    assert detail.serialized_exception is not None
+    data = detail.exception_data
+    if data is None or data.reference is None:
+        return _pretty(detail.serialized_exception)
+    document = json.loads(detail.serialized_exception)
+    document["error_data"] = shown(data)
+    return json.dumps(document, indent=2, ensure_ascii=False)
+
+
 def render_detail(detail: InvocationDetail) -> str:
     """One invocation: identity, arguments, timeline, and result or exception."""
     inv = detail.summary
@@ -258,7 +439,7 @@ def render_detail(detail: InvocationDetail) -> str:
         f"  status     {inv.status or '-'} since {_when(inv.status_changed_at)} UTC",
         f"  parent     {detail.parent_invocation_id or '-'}",
         f"  workflow   {detail.workflow_id or '-'}",
-        f"  arguments  {detail.serialized_arguments}",
+        *_argument_lines(detail),
         "",
         "Timeline",
     ]
@@ -274,11 +455,13 @@ def render_detail(detail: InvocationDetail) -> str:
     ]
     table = render_table(("STEP", "STATUS", "RECORDED AT (UTC)", "AFTER", "RUNNER"), steps)
     lines += ["  " + line for line in table.splitlines()]
-    if detail.serialized_result is not None:
+    if detail.result is not None:
+        lines += ["", "Result", "  " + shown(detail.result)]
+    elif detail.serialized_result is not None:
         lines += ["", "Result", "  " + detail.serialized_result]
     if detail.serialized_exception is not None:
         lines += ["", f"Exception {inv.exception_name}"]
-        lines += ["  " + line for line in _pretty(detail.serialized_exception).splitlines()]
+        lines += ["  " + line for line in _exception_text(detail).splitlines()]
     if detail.serialized_result is None and detail.serialized_exception is None:
         lines += ["", "No result or exception stored yet."]
     return "\n".join(lines)

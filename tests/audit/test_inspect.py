@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from pynenc.invocation.status import InvocationStatus
 
 from pynenc_postgres.cli import main
-from pynenc_postgres.db.errors import PostgresPluginError
+from pynenc_postgres.db.errors import PostgresConfigError, PostgresPluginError
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.inspect import _read
+from pynenc_postgres.inspect import _read, list_invocations
 from tests.audit.conftest import APP_A, Seed, all_rows
+from tests.reliability.server import free_port
 
 
 def inspect(capsys: pytest.CaptureFixture[str], url: str, *args: str) -> tuple[int, str, str]:
@@ -93,3 +95,32 @@ def test_inspect_reads_in_a_read_only_transaction(seeded_url: str, audit_seed: S
     with pytest.raises(PostgresPluginError, match="read-only transaction"):
         _read(DatabaseSettings(url=seeded_url), "DELETE FROM pynenc_invocation", {})
     assert all_rows(seeded_url) == before
+
+
+def test_bad_filters_are_refused_before_anything_is_read(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """As ``purge --status`` does: an unknown status is named, with the valid ones; a limit
+    below 1 is refused by the parser. Nothing listens at the URL, so the refusal cannot
+    come from the server."""
+    nowhere = f"postgresql://pynenc@127.0.0.1:{free_port()}/nowhere"
+    valid = sorted(status.value for status in InvocationStatus)
+
+    code, out, err = inspect(capsys, nowhere, "invocations", "--status", "failed,bogus")
+    assert (code, out) == (2, "")
+    assert "'bogus' is not a pynenc invocation status. Use one of: " in err
+    assert all(status in err for status in valid)
+    assert main(["purge", "--app-id", APP_A, "--status", "bogus", "--url", nowhere]) == 2
+    assert capsys.readouterr().err == err  # the same refusal as purge's
+
+    for limit in ("-1", "0"):
+        with pytest.raises(SystemExit) as exit_info:
+            inspect(capsys, nowhere, "invocations", "--limit", limit)
+        assert exit_info.value.code == 2
+        assert f"argument --limit: must be at least 1, not {limit}" in capsys.readouterr().err
+
+    settings = DatabaseSettings(url=nowhere, retry_attempts=1)
+    with pytest.raises(PostgresConfigError, match="'Bogus' is not a pynenc invocation status"):
+        list_invocations(settings, statuses=["FAILED", "Bogus"])
+    with pytest.raises(PostgresConfigError, match="limit is -1; it must be at least 1"):
+        list_invocations(settings, limit=-1)

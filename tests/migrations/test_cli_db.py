@@ -14,6 +14,7 @@ import pytest
 from pynenc_postgres.cli import main
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.errors import SchemaAheadError
 from pynenc_postgres.db.settings import DatabaseSettings
 from tests.migrations.conftest import VERSIONS, NewerScripts, catalog
 
@@ -131,3 +132,66 @@ def test_reviewed_sql_ranges_do_what_the_migrations_do(
     run_sql(url, sql(f"head:{first}"))
     assert catalog(url) == at_first
     assert schema.current(settings) == first
+
+
+def test_history_of_a_schema_marks_where_that_database_stands(
+    empty_database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``db history`` takes ``--url`` and ``--schema`` like every ``db`` command: with them it
+    reads that database's revision (and changes nothing), without them it needs none."""
+    revisions = shipped()
+    first, head = revisions[0][0], revisions[-1][0]
+    url = ["--url", empty_database_url]
+    settings = DatabaseSettings(url=empty_database_url, schema="pynenc_history")
+
+    code, out, err = cli(capsys, "db", "history", *url, "--schema", "pynenc_history")
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0].endswith(f": none (missing; head is {head})")
+    assert " (current)" not in out
+    assert schema.current(settings) is None  # nothing was created
+
+    schema.upgrade(settings, first)
+    code, out, err = cli(capsys, "db", "history", *url, "--schema", "pynenc_history")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0] == (
+        f"{settings.server} (schema pynenc_history): {first} (behind; head is {head})"
+    )
+    assert [line for line in lines if "(current)" in line] == [
+        f"base -> {first} (current): {revisions[0][2]}"
+    ]
+    assert lines[1].startswith(f"{revisions[-2][0]} -> {head} (head): ")
+    # The default schema of the same database has no tables.
+    code, out, _ = cli(capsys, "db", "history", *url)
+    assert out.splitlines()[0].endswith(f": none (missing; head is {head})")
+
+
+def test_upgrade_and_downgrade_of_a_database_ahead_explain_it(
+    empty_database_url: str,
+    newer_scripts: NewerScripts,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same SchemaAheadError, with its fix, as ``db current``, ``check`` and ``inspect``
+    give; the database keeps its revision."""
+    url = ["--url", empty_database_url]
+    settings = DatabaseSettings(url=empty_database_url)
+    with monkeypatch.context() as newer_package:
+        newer_package.setattr(schema, "migrations_path", lambda: newer_scripts.path)
+        schema.upgrade(settings)
+    dispose_all()
+    before = catalog(empty_database_url)
+
+    code, _, check_err = cli(capsys, "db", "check", *url)
+    assert code == 1
+    explained = check_err.removeprefix("NOT AT HEAD (ahead): ").strip()
+    assert explained.startswith("The pynenc-postgres tables in schema 'public'")
+    assert f"pynenc-postgres db downgrade {newer_scripts.old_head}" in explained
+
+    for command in (["upgrade"], ["upgrade", "head"], ["downgrade", "base"]):
+        assert cli(capsys, "db", *command, *url) == (2, "", f"error: {explained}\n"), command
+    with pytest.raises(SchemaAheadError) as info:
+        schema.upgrade(settings)
+    assert str(info.value) == explained
+    assert schema.current(settings) == newer_scripts.new_head
+    assert catalog(empty_database_url) == before

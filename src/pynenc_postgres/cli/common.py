@@ -40,6 +40,13 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def statuses(values: list[str] | None) -> list[str] | None:
     """``--status`` values, repeated or comma-separated, as one list (None: not given)."""
     if not values:

@@ -62,8 +62,18 @@ def _db_current(args: argparse.Namespace) -> int:
 
 
 def _db_history(args: argparse.Namespace) -> int:
+    """The shipped revisions, newest first; with ``--url`` or ``--schema``, where that
+    database stands among them (read only, as ``db current``)."""
+    current = None
+    if args.url or args.schema:
+        settings = settings_from_args(args)
+        status = schema.status(settings)
+        current = status.current
+        print(f"{where(settings)}: {current or 'none'} ({status.state}; head is {status.head})")
     for revision in schema.script_directory().walk_revisions():
         marker = " (head)" if revision.is_head else ""
+        if revision.revision == current:
+            marker += " (current)"
         print(f"{revision.down_revision or 'base'} -> {revision.revision}{marker}: {revision.doc}")
     return 0
 
@@ -111,7 +121,16 @@ def add_db_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_connection_options(current)
     current.set_defaults(handler=_db_current)
 
-    history = db_sub.add_parser("history", help="list the shipped revisions")
+    history = db_sub.add_parser(
+        "history",
+        help="list the shipped revisions (with --url or --schema: mark the database's)",
+        description=(
+            "List the revisions this package ships, newest first, without a database. With "
+            "--url or --schema, also read that database's revision (never changing it) and "
+            "mark it."
+        ),
+    )
+    add_connection_options(history)
     history.set_defaults(handler=_db_history)
 
     check = db_sub.add_parser("check", help="exit 1 unless the database is at head")

@@ -8,6 +8,7 @@ import sys
 from pynenc_postgres.cli.common import (
     add_connection_options,
     parse_since,
+    positive_int,
     settings_from_args,
     statuses,
 )
@@ -29,9 +30,14 @@ def _inspect_invocations(args: argparse.Namespace) -> int:
 
 
 def _inspect_invocation(args: argparse.Namespace) -> int:
-    from pynenc_postgres.inspect import invocation_detail, render_detail
+    from pynenc_postgres.inspect import MAX_CHARS, invocation_detail, render_detail
 
-    details = invocation_detail(settings_from_args(args), args.invocation_id, app_id=args.app_id)
+    details = invocation_detail(
+        settings_from_args(args),
+        args.invocation_id,
+        app_id=args.app_id,
+        max_chars=None if args.full else MAX_CHARS,
+    )
     if not details:
         scope = f" in app {args.app_id}" if args.app_id else ""
         print(f"No invocation {args.invocation_id}{scope}.", file=sys.stderr)
@@ -56,7 +62,9 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     listing.add_argument(
         "--since", help="only invocations with a status change since: 2h, 1d, or ISO timestamp"
     )
-    listing.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
+    listing.add_argument(
+        "--limit", type=positive_int, default=50, help="at most this many (default 50)"
+    )
     add_connection_options(listing)
     listing.set_defaults(handler=_inspect_invocations)
 
@@ -65,5 +73,10 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     one.add_argument("invocation_id")
     one.add_argument("--app-id", help="the invocation's app (faster; default: any app)")
+    one.add_argument(
+        "--full",
+        action="store_true",
+        help="print values kept in the client data store whole (default: their beginning)",
+    )
     add_connection_options(one)
     one.set_defaults(handler=_inspect_invocation)

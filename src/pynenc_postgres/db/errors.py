@@ -229,10 +229,19 @@ def is_transient(exc: BaseException) -> bool:
         return err.sqlstate in _TRANSIENT_SQLSTATES
     if isinstance(err, psycopg.OperationalError):
         message = str(err).lower()
-        return not any(
-            fragment in message for fragment in _PERMANENT_CONNECT_MESSAGES
-        ) and not _ssl_mistake(message)
+        return (
+            not any(fragment in message for fragment in _PERMANENT_CONNECT_MESSAGES)
+            and not _ssl_mistake(message)
+            and _option_mistake(str(err)) is None
+        )
     return False
+
+
+def _option_mistake(message: str) -> str | None:
+    """The explained error for a libpq option that a connection could not accept."""
+    from pynenc_postgres.db.libpq_options import option_mistake
+
+    return option_mistake(message)
 
 
 def _ssl_mistake(message: str) -> tuple[str, str] | None:
@@ -278,6 +287,9 @@ def translate(exc: BaseException, server: str) -> PostgresPluginError:
             f"A statement on {server} was cancelled after postgres_statement_timeout_ms: "
             f"{detail}. Raise postgres_statement_timeout_ms or find what blocks the table."
         )
+    option_mistake = None if sqlstate else _option_mistake(str(err))
+    if option_mistake is not None:
+        return PostgresConfigError(f"{option_mistake} (connecting to {server})")
     ssl_mistake = None if sqlstate else _ssl_mistake(str(err).lower())
     if ssl_mistake is not None:
         parameter, fix = ssl_mistake

@@ -176,10 +176,12 @@ def upgrade(settings: DatabaseSettings, revision: str = "head") -> None:
 
     :param settings: target database and schema.
     :param revision: target revision; ``head`` is the newest one shipped.
+    :raises SchemaAheadError: a newer pynenc-postgres migrated the database.
     """
     from alembic import command
 
     with _lock_timeout_explained(settings), migration_connection(settings) as conn:
+        _refuse_unknown_revision(conn, settings)
         command.upgrade(alembic_config(settings, conn), revision)
 
 
@@ -190,11 +192,28 @@ def downgrade(settings: DatabaseSettings, revision: str) -> None:
 
     :param settings: target database and schema.
     :param revision: target revision, or ``base``.
+    :raises SchemaAheadError: a newer pynenc-postgres migrated the database; only that
+        version has the scripts to bring it down.
     """
     from alembic import command
 
     with _lock_timeout_explained(settings), migration_connection(settings) as conn:
+        _refuse_unknown_revision(conn, settings)
         command.downgrade(alembic_config(settings, conn), revision)
+
+
+def _refuse_unknown_revision(conn: Connection, settings: DatabaseSettings) -> None:
+    """Raise the explained :class:`SchemaAheadError` for a revision this package lacks.
+
+    Alembic would only say it cannot locate the revision. Read under the migration lock,
+    so a newer version that migrates meanwhile is seen.
+    """
+    driver: psycopg.Connection[Any] = conn.connection.driver_connection  # type: ignore[assignment]
+    found = _status_of(_read_revision(driver, settings.schema))
+    if found.state == "ahead":
+        error = schema_error(found, settings)
+        assert error is not None
+        raise error
 
 
 @contextmanager
@@ -216,7 +235,8 @@ def _lock_timeout_explained(settings: DatabaseSettings) -> Iterator[None]:
             f"for a lock that another session holds, and gave up at: {statement}. Nothing "
             "was changed (each migration runs in one transaction). Run it again when the "
             "sessions using the table have finished (pg_stat_activity and pg_locks show "
-            "them), or raise postgres_migration_lock_timeout_ms (0 waits without limit)."
+            "them), or raise postgres_migration_lock_timeout_ms (0 sends none: the role's or "
+            "server's lock_timeout applies, by default none)."
         ) from exc
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from pynenc_postgres.db import urls
 from pynenc_postgres.db.errors import PostgresConfigError
+from pynenc_postgres.db.libpq_options import check_options
 from pynenc_postgres.db.urls import MISSING_URL_HELP, libpq_url
 
 if TYPE_CHECKING:
@@ -31,10 +32,12 @@ APPLY_SETTINGS_MODES = ("startup", "transaction")
 def check_url(raw: str) -> None:
     """Raise :class:`PostgresConfigError` unless libpq can use ``raw`` as it is.
 
-    Checked with the standard library only: settings are built in every runner process,
-    often freshly spawned, which should not pay for importing SQLAlchemy.
+    The URL's form is checked by :mod:`.urls`, the values of its options by libpq itself
+    without connecting (:mod:`.libpq_options`). Neither imports SQLAlchemy: settings are
+    built in every runner process, often freshly spawned.
     """
     urls.parse(raw)
+    check_options(raw)
 
 
 def parse_url(raw: str) -> URL:
@@ -127,7 +130,8 @@ class DatabaseSettings:
         ):
             if value < 0:
                 raise PostgresConfigError(
-                    f"{name} is {value}; it must not be negative (0 disables the timeout)."
+                    f"{name} is {value}; it must not be negative (0 sends no timeout, so the "
+                    "role's or server's own setting applies)."
                 )
         # The server would refuse a wrong value only when a connection opens, in a way
         # that looks like an unreachable server. Its values, their boolean spellings, and

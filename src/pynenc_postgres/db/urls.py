@@ -36,7 +36,7 @@ MISSING_URL_HELP = (
 )
 
 _FORM = "postgresql://user:password@host:5432/dbname?keyword=value"
-_KEYWORDS_DOC = "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS"
+KEYWORDS_DOC = "https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-PARAMKEYWORDS"
 
 # Keywords whose value is a secret: libpq's own list (shown as "*" by PQconndefaults)
 # and the SCRAM keys, which authenticate as well as the password they come from.
@@ -239,6 +239,16 @@ def known_keywords() -> frozenset[str]:
     return frozenset(option.keyword.decode() for option in _libpq_options())
 
 
+@cache
+def environment_variables() -> dict[str, str]:
+    """The environment variable libpq reads for each keyword that has one (``PGSSLMODE``)."""
+    return {
+        option.keyword.decode(): option.envvar.decode()
+        for option in _libpq_options()
+        if option.envvar
+    }
+
+
 def _libpq_options() -> list[ConninfoOption]:
     # Parsing an empty string lists every option without reading the environment,
     # ~/.pg_service.conf or ~/.pgpass, as PQconndefaults would.
@@ -269,7 +279,7 @@ def _parse_query(text: str, query_start: int) -> tuple[QueryParam, ...]:
         if keyword not in known_keywords() and not jdbc_ssl:
             raise _error(
                 f"has the query parameter {shown}, which libpq does not know; the valid "
-                f"keywords are listed at {_KEYWORDS_DOC}"
+                f"keywords are listed at {KEYWORDS_DOC}"
             )
         params.append(QueryParam(keyword, pos, equals + 1, end))
         pos = end + 1
