@@ -400,20 +400,18 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         super().upsert_invocations(invocations)
 
     def store_runner_context(self, runner_context: RunnerContext) -> None:
-        """Store a runner context and its parents, once per process.
+        """Store a runner context and its parents, committed on their own.
 
-        pynenc's cache of contexts stands for "stored". Inside ``in_transaction()`` a
-        write is stored only if the application commits, so a context written there is
-        written once per block and stays out of the cache: the first call after the
-        block writes it again (a no-op if it was committed).
+        Every submission of a process names the same context, so inside
+        ``in_transaction()`` its row would stay locked until the application commits,
+        and the process's other transactions (other threads, other requests) would wait
+        on it. Like the app info, it describes the process, not the submission.
         """
-        transaction = borrowed.current()
-        if transaction is None:
+        if borrowed.current() is None:
             super().store_runner_context(runner_context)
-        elif runner_context.runner_id not in self._runner_context_cache and (
-            transaction.remember(("runner context", self.app_id, runner_context.runner_id))
-        ):
-            self._store_runner_context(runner_context)  # writes the parents too
+            return
+        with borrowed.suspended():
+            super().store_runner_context(runner_context)
 
     # -- purge ---------------------------------------------------------------------
 
