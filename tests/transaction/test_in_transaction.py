@@ -15,7 +15,7 @@ from pynenc.invocation.status import InvocationStatus
 
 from pynenc_postgres import in_transaction
 from tests.transaction import tasks
-from tests.transaction.conftest import (
+from tests.transaction.shop import (
     KINDS,
     app_rows,
     bound,

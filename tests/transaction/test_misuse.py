@@ -28,7 +28,7 @@ from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.settings import parse_url
 from tests.conftest import PostgresServer
 from tests.transaction import tasks
-from tests.transaction.conftest import (
+from tests.transaction.shop import (
     app_rows,
     bound,
     build_app,
