@@ -10,10 +10,14 @@ import threading
 
 import psycopg
 import pytest
+from psycopg.rows import dict_row
 from pynenc import context
 from pynenc.invocation.status import InvocationStatus
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
 from pynenc_postgres import in_transaction
+from pynenc_postgres.db.settings import parse_url
 from tests.transaction import tasks
 from tests.transaction.shop import (
     KINDS,
@@ -154,3 +158,39 @@ def test_transactions_of_one_process_do_not_wait_for_each_other(shop_url: str) -
             thread.join()
     assert not errors
     assert orders(shop_url) == [10, 11]
+
+
+def test_a_sqlalchemy_connection_or_session_is_begun_by_the_block(shop_url: str) -> None:
+    """A Connection or Session that has sent nothing yet: its commit() must commit the block.
+
+    Had the statements begun a transaction SQLAlchemy does not know about, its commit()
+    would skip it and its pool would roll it back on return.
+    """
+    app = build_app(shop_url)
+    engine = create_engine(parse_url(shop_url))
+    try:
+        with bound(app):
+            with engine.connect() as sa_connection:
+                with in_transaction(sa_connection):
+                    by_connection = tasks.send_invoice(20)
+                sa_connection.commit()
+            with Session(engine) as session:
+                with in_transaction(session):
+                    by_session = tasks.send_invoice(21)
+                session.commit()
+    finally:
+        engine.dispose()
+    ids = [by_connection.invocation_id, by_session.invocation_id]
+    assert rows_of_invocations(shop_url, ids)["pynenc_broker_message"] == 2
+
+
+def test_a_connection_with_its_own_row_factory_works(shop_url: str) -> None:
+    """The application's connection may return dicts; pynenc's statements still get tuples."""
+    app = build_app(shop_url)
+    with bound(app), psycopg.connect(shop_url, row_factory=dict_row) as conn:
+        with in_transaction(conn):
+            invocations = submit_order_tasks(22)
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+        conn.commit()
+    ids = [invocation.invocation_id for invocation in invocations]
+    assert rows_of_invocations(shop_url, ids)["pynenc_broker_message"] == len(ids)
