@@ -14,7 +14,7 @@ from psycopg.rows import dict_row
 from pynenc import context
 from pynenc.invocation.status import InvocationStatus
 from sqlalchemy import create_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from pynenc_postgres import in_transaction
 from pynenc_postgres.db.settings import parse_url
@@ -178,10 +178,15 @@ def test_a_sqlalchemy_connection_or_session_is_begun_by_the_block(shop_url: str)
                 with in_transaction(session):
                     by_session = tasks.send_invoice(21)
                 session.commit()
+            scoped = scoped_session(sessionmaker(engine))
+            with in_transaction(scoped):
+                by_scoped_session = tasks.send_invoice(22)
+            scoped.commit()
+            scoped.remove()
     finally:
         engine.dispose()
-    ids = [by_connection.invocation_id, by_session.invocation_id]
-    assert rows_of_invocations(shop_url, ids)["pynenc_broker_message"] == 2
+    ids = [i.invocation_id for i in (by_connection, by_session, by_scoped_session)]
+    assert rows_of_invocations(shop_url, ids)["pynenc_broker_message"] == len(ids)
 
 
 def test_a_connection_with_its_own_row_factory_works(shop_url: str) -> None:
@@ -189,7 +194,7 @@ def test_a_connection_with_its_own_row_factory_works(shop_url: str) -> None:
     app = build_app(shop_url)
     with bound(app), psycopg.connect(shop_url, row_factory=dict_row) as conn:
         with in_transaction(conn):
-            invocations = submit_order_tasks(22)
+            invocations = submit_order_tasks(23)
         assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
         conn.commit()
     ids = [invocation.invocation_id for invocation in invocations]
