@@ -134,7 +134,7 @@ def render(results: dict[tuple[str, str], list[Sample]], count: int, rounds: int
                 statements_ratio = f"{median([s.statements / p.statements for s, p in pairs]):.2f}"
             label = f"{count:,} {shape}"
             lines.append(
-                f"| {label} | {way} | {seconds:.2f} | {count / seconds:,.0f} | {commits:.2f} "
+                f"| {label} | {way} | {seconds:.2f} | {count / seconds:,.0f} | {commits:.3f} "
                 f"| {statements:.2f} | {time_ratio} | {statements_ratio} |"
             )
     lines += ["", f"Medians over {rounds} round(s); ratios are medians of the per-round ratios."]
