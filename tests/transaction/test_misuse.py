@@ -176,6 +176,18 @@ def test_what_cannot_carry_the_transaction_is_refused(shop_url: str) -> None:
         with in_transaction(object()):
             raise AssertionError("the block must not start")
 
+    closed = psycopg.connect(shop_url)
+    closed.close()
+    with pytest.raises(InTransactionError, match=r"is closed\. Pass an open connection"):
+        with in_transaction(closed):
+            raise AssertionError("the block must not start")
+
+    # What psycopg2's connections look like to in_transaction(): their module's name.
+    psycopg2_like = type("connection", (), {"__module__": "psycopg2.extensions"})()
+    with pytest.raises(UnsupportedConnectionError, match="needs psycopg 3"):
+        with in_transaction(psycopg2_like):
+            raise AssertionError("the block must not start")
+
     engine = create_engine(parse_url(shop_url), poolclass=NullPool)
     try:
         with pytest.raises(UnsupportedConnectionError, match="Engine, which has no transaction"):

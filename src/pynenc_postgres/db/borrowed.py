@@ -159,8 +159,8 @@ class BorrowedTransaction:
     def remember(self, key: Hashable) -> bool:
         """True the first time ``key`` is given in this block, False afterwards.
 
-        For writes that need to happen once per block and must be made again after it,
-        since the application may roll the block's writes back.
+        For work done once per block (a check, a write) that must be done again in the
+        next block: the application may roll this block's writes back.
         """
         if key in self._memo:
             return False
@@ -172,7 +172,7 @@ class BorrowedTransaction:
         if self.ended:
             raise InTransactionError(
                 "This call reached pynenc-postgres after its in_transaction() block had "
-                "ended (it was made by a thread or asyncio task started inside the block). "
+                "ended (from an asyncio task, or a thread, that carried the block's context). "
                 "Make the call inside the block, or after it without one."
             )
         conn = self.connection
