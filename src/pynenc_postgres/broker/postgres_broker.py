@@ -98,6 +98,18 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
 
     # -- routing -------------------------------------------------------------------
 
+    def route_invocation(
+        self, invocation_id: InvocationId, queue_name: str, priority: float
+    ) -> None:
+        self._enlist()
+        super().route_invocation(invocation_id, queue_name, priority)
+
+    def route_invocations(
+        self, invocation_ids: Sequence[InvocationId], queue_name: str, priority: float
+    ) -> None:
+        self._enlist()
+        super().route_invocations(invocation_ids, queue_name, priority)
+
     def _route_invocation(
         self, invocation_id: InvocationId, queue_name: str, priority: float
     ) -> None:

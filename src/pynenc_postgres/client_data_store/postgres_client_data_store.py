@@ -48,6 +48,7 @@ class PostgresClientDataStore(DatabaseComponent, BaseClientDataStore):
 
     def _store(self, key: str, value: str) -> None:
         """Store ``value`` under its content key; storing a stored key again is a no-op."""
+        self._enlist()
         self.db.execute(self.sql.store, (self.app_id, key, value.encode(_ENCODING, _ERRORS)))
 
     def _retrieve(self, key: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from pynenc_postgres.db.borrowed import current as borrowed_transaction
 from pynenc_postgres.db.errors import (
     PostgresConfigError,
     PostgresPluginError,
@@ -224,6 +225,9 @@ class Database:
 
     def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
+        borrowed = borrowed_transaction()
+        if borrowed is not None:  # inside in_transaction(): the application's connection
+            return _fetch(borrowed.execute(self, query, params), fetch)
         failure: Exception | None = None
         pool = self._hot
         if pool is not None and self._pool_pid == os.getpid():
@@ -253,12 +257,17 @@ class Database:
 
         Every write this layer issues is idempotent (``INSERT ... ON CONFLICT``), so a
         statement resent after a dropped connection neither fails nor duplicates rows.
+        Inside ``in_transaction()`` it runs once, on the application's connection
+        (:mod:`pynenc_postgres.db.borrowed`).
 
         :param operation: callable receiving the psycopg connection.
         :param transaction: run ``operation`` inside one transaction.
         :raises PostgresPluginError: the failure was permanent, or outlasted
             ``postgres_retry_attempts``.
         """
+        borrowed = borrowed_transaction()
+        if borrowed is not None:  # inside in_transaction(): the application's connection
+            return borrowed.run(self, operation)
         # The first attempt inlines connection(): this is the path every call takes.
         pool = self._hot
         if pool is None or self._pool_pid != os.getpid():

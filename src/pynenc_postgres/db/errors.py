@@ -81,6 +81,18 @@ class MigrationLockTimeoutError(SchemaError):
     """
 
 
+class InTransactionError(PostgresPluginError):
+    """``in_transaction()`` was used in a way that cannot work; the message says how to fix it.
+
+    Raised before anything is written for a wrong connection, database or app, and for a
+    wait on a result that could only come after the application's commit.
+    """
+
+
+class UnsupportedConnectionError(InTransactionError, TypeError):
+    """``in_transaction()`` was given an object it cannot send statements through."""
+
+
 # SQLSTATE classes that a retry can fix: the connection broke, the server is
 # starting or shutting down, or a concurrent transaction made this one lose.
 _TRANSIENT_SQLSTATES = {

@@ -24,7 +24,9 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrche
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
+from pynenc_postgres.db import borrowed
 from pynenc_postgres.db.component import DatabaseComponent
+from pynenc_postgres.db.errors import InTransactionError
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
@@ -83,6 +85,33 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
 
     def _ids(self, query: str, params: Sequence[Any]) -> Iterator[InvocationId]:
         return iter([InvocationId(row[0]) for row in self.db.fetchall(query, params)])
+
+    # -- inside the application's transaction --------------------------------------
+
+    def register_new_invocations(self, invocations: list[DistributedInvocation[Any, Any]]) -> None:
+        self._enlist()
+        super().register_new_invocations(invocations)
+
+    def waiting_for_results(
+        self,
+        caller_invocation_id: InvocationId | None,
+        result_invocation_ids: list[InvocationId],
+    ) -> None:
+        """Record the wait; refused inside ``in_transaction()``, where it could never end.
+
+        :raises InTransactionError: called inside an ``in_transaction()`` block.
+        """
+        if borrowed.current() is not None:
+            waited = ", ".join(result_invocation_ids[:5])
+            more = len(result_invocation_ids) - 5
+            raise InTransactionError(
+                f"Waiting for the result of invocation {waited}"
+                + (f" and {more} more" if more > 0 else "")
+                + " inside in_transaction(): what is submitted there becomes visible to "
+                "runners only when the application commits, so the wait could never end. "
+                "Leave the block and commit first, then read invocation.result."
+            )
+        super().waiting_for_results(caller_invocation_id, result_invocation_ids)
 
     # -- registration and status ---------------------------------------------------
 

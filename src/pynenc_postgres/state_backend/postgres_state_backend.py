@@ -22,6 +22,7 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
+from pynenc_postgres.db import borrowed
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
@@ -33,6 +34,7 @@ from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 if TYPE_CHECKING:
     import psycopg
     from pynenc.app import Pynenc
+    from pynenc.invocation.dist_invocation import DistributedInvocation
 
 HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
@@ -81,10 +83,15 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     # -- app info ------------------------------------------------------------------
 
     def store_app_info(self, app_info: AppInfo) -> None:
-        """Register this app for discovery, with every password removed from its config."""
-        self._write(
-            self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info))
-        )
+        """Register this app for discovery, with every password removed from its config.
+
+        Always committed on its own, also inside ``in_transaction()``: it describes the
+        app, not a submission, and pynenc writes it once per process.
+        """
+        with borrowed.suspended():
+            self._write(
+                self.sql.store_app_info, (app_info.app_id, app_info.module, _safe_json(app_info))
+            )
 
     def get_app_info(self) -> AppInfo:
         """This app's stored info, with the secrets of its own config put back.
@@ -385,6 +392,26 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
     def get_workflow_sub_invocations(self, workflow_id: InvocationId) -> Iterator[InvocationId]:
         return self._ids(self.sql.workflow_sub_invocations, (self.app_id, workflow_id))
+
+    # -- inside the application's transaction --------------------------------------
+
+    def upsert_invocations(self, invocations: list[DistributedInvocation]) -> None:
+        self._enlist()
+        super().upsert_invocations(invocations)
+
+    def store_runner_context(self, runner_context: RunnerContext) -> None:
+        """Store a runner context and its parents, committed on their own.
+
+        Every submission of a process names the same context, so inside
+        ``in_transaction()`` its row would stay locked until the application commits,
+        and the process's other transactions (other threads, other requests) would wait
+        on it. Like the app info, it describes the process, not the submission.
+        """
+        if borrowed.current() is None:
+            super().store_runner_context(runner_context)
+            return
+        with borrowed.suspended():
+            super().store_runner_context(runner_context)
 
     # -- purge ---------------------------------------------------------------------
 
