@@ -121,15 +121,17 @@ def pynenc_environment(env: dict[str, str]) -> Iterator[None]:
 
 
 @contextmanager
-def running(stack_vars: dict[str, str], runners: int, log: Path) -> Iterator[Pynenc]:
+def running(
+    stack_vars: dict[str, str], runners: int, log: Path, workers_per_runner: int = WORKERS_PER_RUNNER
+) -> Iterator[Pynenc]:
     """``runners`` runner processes, and a client app bound to the tasks."""
     runner_env = {k: v for k, v in os.environ.items() if not k.startswith("PYNENC__")}
     runner_env |= stack_vars
     runner_env |= {
         "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
-        "PYNENC__NUM_PROCESSES": str(WORKERS_PER_RUNNER),
+        "PYNENC__NUM_PROCESSES": str(workers_per_runner),
     }
-    workers = runners * WORKERS_PER_RUNNER
+    workers = runners * workers_per_runner
     processes: list[subprocess.Popen[bytes]] = []
     try:
         with log.open("ab") as out:

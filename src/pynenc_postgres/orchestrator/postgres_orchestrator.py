@@ -20,13 +20,14 @@ from pynenc.orchestrator.atomic_service import (
     AtomicServiceExecution,
     AtomicServiceExecutionStatus,
 )
-from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
+from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
+from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
 
@@ -44,7 +45,7 @@ _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
-class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
+class PostgresOrchestrator(DatabaseComponent, CombinedLifecycle):
     """
     Orchestrator that keeps invocation status, concurrency-control arguments, blocking
     control, runner heartbeats and the atomic-service slot in PostgreSQL.
@@ -54,7 +55,10 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
     race for an invocation exactly one wins and the others get pynenc's own error.
     Heartbeats, pending ages, a runner's death and the atomic-service slot are
     measured with the database server's clock only. A holder of the atomic service
-    that dies (its runner stops heartbeating) loses the slot to the next runner.
+    that dies (its runner stops heartbeating) loses the slot to the next runner. With
+    the state backend in the same database, each step of an invocation's life (its
+    registration, each status change with its history, result and route) is one
+    statement (:class:`~pynenc_postgres.orchestrator.lifecycle.CombinedLifecycle`).
 
     :param Pynenc app: the pynenc application.
     """
@@ -192,7 +196,11 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         return [inv_id for inv_id in invocation_ids if inv_id in matched]
 
     def increment_invocation_retries(self, invocation_id: InvocationId) -> None:
-        self.db.execute(self.sql.increment_retries, (self.app_id, invocation_id))
+        """Add one retry; safe to resend: a statement repeated after a lost reply counts once."""
+        change_id = uuid.uuid4().hex
+        self.db.execute(
+            self.sql.increment_retries, (change_id, self.app_id, invocation_id, change_id)
+        )
 
     def get_invocation_retries(self, invocation_id: InvocationId) -> int:
         row = self.db.fetchone(self.sql.get_retries, (self.app_id, invocation_id))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -22,6 +24,7 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
+from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
@@ -33,7 +36,9 @@ from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 if TYPE_CHECKING:
     import psycopg
     from pynenc.app import Pynenc
+    from pynenc.invocation.dist_invocation import DistributedInvocation
 
+InvocationRow = tuple[str, str, str | None, str | None, str | None, str | None, str | None]
 HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
 
@@ -63,6 +68,15 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     @cached_property
     def sql(self) -> StateBackendSql:
         return statements(self.settings.schema)
+
+    @cached_property
+    def _invocations(self) -> BoundedCache[str, tuple[InvocationDTO, CallDTO]]:
+        """Invocation rows this process read, by id: they never change once written."""
+        return BoundedCache(int(self.conf.postgres_invocation_cache_size))
+
+    @cached_property
+    def _registering(self) -> threading.local:
+        return threading.local()
 
     # -- small helpers -------------------------------------------------------------
 
@@ -118,9 +132,37 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
     # -- invocations ---------------------------------------------------------------
 
+    def upsert_invocations(self, invocations: list[DistributedInvocation[Any, Any]]) -> None:
+        """Store the invocations, unless the registration about to follow writes them.
+
+        pynenc stores each new invocation as it is created, then stores it again with its
+        registration. When :class:`~pynenc_postgres.orchestrator.PostgresOrchestrator`
+        registers them in this database, its registration statement writes the rows, so
+        the first write is left out (see :meth:`written_by_registration`).
+        """
+        if getattr(self._registering, "active", False):
+            return
+        super().upsert_invocations(invocations)
+
+    @contextmanager
+    def written_by_registration(self) -> Iterator[None]:
+        """Invocations created in this block are stored by the registration that follows.
+
+        Only for the orchestrator's combined registration, which writes the invocation
+        rows in the same statement as their status, history and route.
+        """
+        previous = getattr(self._registering, "active", False)
+        self._registering.active = True
+        try:
+            yield
+        finally:
+            self._registering.active = previous
+
     def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
         if not entries:
             return
+        # A row written again may change: the next read goes to the database.
+        self._invocations.discard_many([inv.invocation_id for inv, _ in entries])
         # One statement may not update the same row twice; the last entry wins.
         latest = {inv.invocation_id: (inv, call) for inv, call in entries}
         columns: list[list[str | None]] = [[] for _ in range(10)]
@@ -145,9 +187,33 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         self._write(self.sql.upsert_invocations, (self.app_id, *columns))
 
     def _get_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
+        cached = self._invocations.get(invocation_id)
+        if cached is not None:
+            return cached
         row = self._fetchone(self.sql.get_invocation, (self.app_id, invocation_id))
         if row is None:
             return None
+        return self.remember_invocation_row(invocation_id, row)  # type: ignore[arg-type]
+
+    def invocation_from_row(
+        self, invocation_id: InvocationId, row: InvocationRow
+    ) -> DistributedInvocation[Any, Any]:
+        """The invocation of a row read by another statement (the orchestrator's take).
+
+        :param invocation_id: the invocation's id.
+        :param row: ``call_id, serialized_arguments, parent_invocation_id,
+            parent_event_id, workflow_id, workflow_type_key, parent_workflow_id``.
+        """
+        from pynenc.call import LazyCall
+        from pynenc.invocation.dist_invocation import DistributedInvocation
+
+        inv_dto, call_dto = self.remember_invocation_row(invocation_id, row)
+        return DistributedInvocation.from_dto(inv_dto, call=LazyCall.from_dto(self.app, call_dto))
+
+    def remember_invocation_row(
+        self, invocation_id: InvocationId, row: InvocationRow
+    ) -> tuple[InvocationDTO, CallDTO]:
+        """DTOs of a committed invocation row, kept for the next read of the same id."""
         call_key, arguments, parent_id, parent_event, wf_id, wf_type, wf_parent = row
         call_id = CallId.from_key(call_key)
         workflow = (
@@ -166,7 +232,9 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
             parent_invocation_id=InvocationId(parent_id) if parent_id else None,
             parent_event_id=parent_event,
         )
-        return inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(arguments))
+        dtos = inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(arguments))
+        self._invocations.put(invocation_id, dtos)
+        return dtos
 
     def get_child_invocations(self, parent_invocation_id: InvocationId) -> Iterator[InvocationId]:
         return self._ids(self.sql.child_invocations, (self.app_id, parent_invocation_id))
@@ -397,6 +465,7 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
         self.db.run(op, transaction=True)
         self._runner_context_cache.clear()
+        self._invocations.clear()
 
 
 def _without_secrets(app_info: AppInfo) -> AppInfo:

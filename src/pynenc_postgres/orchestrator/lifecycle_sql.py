@@ -1,0 +1,307 @@
+"""The orchestrator's combined statements: one round trip for each step of an invocation's life.
+
+pynenc composes each step from several component calls (a status change, then its history
+row, then ``purgeable_since`` and the release of waiters for a final status, then a lookup of
+trigger conditions; a registration as an invocation upsert, an orchestrator row, history rows
+and a route). When every table involved is in this database and schema, the orchestrator sends
+each step as one statement instead: data-modifying ``WITH`` clauses that run in one
+transaction, so the step commits whole or not at all.
+
+The status change at the heart of each statement is the same compare-and-set as
+:mod:`pynenc_postgres.orchestrator.sql` (``UPDATE ... WHERE status = ANY(<allowed>) AND
+<ownership rule>``, stamped with ``status_change_id``): every other write of the statement
+reads from its ``RETURNING`` row, so it happens only for the one caller that won, and a
+statement resent after a lost reply finds its own ``status_change_id`` and writes nothing
+again. Each statement also reports whether the task has trigger conditions sourced from it
+(one primary-key probe), so a process learns about conditions that another host registers
+with the very next statement it sends, and reads them only when there are some.
+
+Parameters are named (``%(name)s``); every statement takes ``app``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from pynenc_postgres.db import tables as t
+from pynenc_postgres.db.sql import quote_ident
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Qualified names of the tables the combined statements touch."""
+
+    orch: str
+    hist: str
+    inv: str
+    res: str
+    exc: str
+    wait: str
+    queue: str
+    src: str
+
+
+@dataclass(frozen=True)
+class TransitionKind:
+    """Which variant of the combined status change a call needs.
+
+    :param owner_check: the target status does not override ownership.
+    :param final: the target is final: ``purgeable_since`` is set and waiters released.
+    :param stores: ``result`` or ``exception`` stored by the winner, or ``""``.
+    :param retry: the retry counter is incremented by the winner.
+    :param routes: the winner is routed again, and the queue notified.
+    """
+
+    owner_check: bool
+    final: bool
+    stores: str = ""
+    retry: bool = False
+    routes: bool = False
+
+
+@dataclass(frozen=True)
+class LifecycleSql:
+    tables: Tables
+    register: str
+    register_and_route: str
+    take: str
+
+    def transition(self, kind: TransitionKind) -> str:
+        return _transition(self.tables, kind)
+
+
+@cache
+def lifecycle_statements(schema: str) -> LifecycleSql:
+    """Render the combined statements for ``schema`` (cached per process and schema)."""
+    s = quote_ident(schema)
+    tables = Tables(
+        orch=f"{s}.{t.ORCHESTRATOR_INVOCATION}",
+        hist=f"{s}.{t.INVOCATION_HISTORY}",
+        inv=f"{s}.{t.INVOCATION}",
+        res=f"{s}.{t.INVOCATION_RESULT}",
+        exc=f"{s}.{t.INVOCATION_EXCEPTION}",
+        wait=f"{s}.{t.ORCHESTRATOR_WAITING}",
+        queue=f"{s}.{t.BROKER_MESSAGE}",
+        src=f"{s}.{t.TRIGGER_SOURCE_TASK_CONDITION}",
+    )
+    return LifecycleSql(
+        tables=tables,
+        register=_register(tables, routes=False),
+        register_and_route=_register(tables, routes=True),
+        take=_take(tables),
+    )
+
+
+_HISTORY_KEY = "(app_id, invocation_id, recorded_at, status)"
+
+
+def _register(x: Tables, routes: bool) -> str:
+    """A batch of new invocations: rows, REGISTERED status, history, and (optionally) routes.
+
+    The arrays come in submission order; rows are locked in id order (one order for every
+    writer, so concurrent batches cannot deadlock) and routed in submission order (routing
+    order is claim order). Invocations already registered keep their status, as in
+    pynenc's ``register_new_invocations``, which also writes their history row again and
+    routes them again.
+    """
+    route = (
+        f""",
+        routed AS (
+            INSERT INTO {x.queue} (app_id, queue_name, priority, invocation_id)
+            SELECT %(app)s, u.queue_name, u.priority, u.invocation_id FROM u ORDER BY u.n
+        )"""
+        if routes
+        else ""
+    )
+    notify = (
+        ", (SELECT count(pg_notify(%(channel)s, p)) FROM unnest(%(payloads)s::text[]) AS p)"
+        if routes
+        else ", 0"
+    )
+    return f"""
+        WITH u AS (
+            SELECT * FROM unnest(
+                %(ids)s::text[], %(tasks)s::text[], %(calls)s::text[], %(arguments_ids)s::text[],
+                %(arguments)s::text[], %(parents)s::text[], %(parent_events)s::text[],
+                %(workflows)s::text[], %(workflow_types)s::text[], %(parent_workflows)s::text[],
+                %(queues)s::text[], %(priorities)s::float8[])
+                WITH ORDINALITY AS u(invocation_id, task_id, call_id, arguments_id,
+                    serialized_arguments, parent_invocation_id, parent_event_id, workflow_id,
+                    workflow_type_key, parent_workflow_id, queue_name, priority, n)
+        ),
+        stored AS (
+            INSERT INTO {x.inv} AS i (
+                app_id, invocation_id, task_id, call_id, arguments_id, serialized_arguments,
+                parent_invocation_id, parent_event_id, workflow_id, workflow_type_key,
+                parent_workflow_id)
+            SELECT %(app)s, u.invocation_id, u.task_id, u.call_id, u.arguments_id,
+                   u.serialized_arguments, u.parent_invocation_id, u.parent_event_id,
+                   u.workflow_id, u.workflow_type_key, u.parent_workflow_id
+            FROM u ORDER BY u.invocation_id
+            ON CONFLICT (app_id, invocation_id) DO UPDATE SET
+                task_id = excluded.task_id,
+                call_id = excluded.call_id,
+                arguments_id = excluded.arguments_id,
+                serialized_arguments = excluded.serialized_arguments,
+                parent_invocation_id = excluded.parent_invocation_id,
+                parent_event_id = excluded.parent_event_id,
+                workflow_id = excluded.workflow_id,
+                workflow_type_key = excluded.workflow_type_key,
+                parent_workflow_id = excluded.parent_workflow_id,
+                updated_at = now()
+            -- A row written again unchanged (a resent statement) is left alone.
+            WHERE (i.task_id, i.call_id, i.arguments_id, i.serialized_arguments,
+                   i.parent_invocation_id, i.parent_event_id, i.workflow_id,
+                   i.workflow_type_key, i.parent_workflow_id)
+              IS DISTINCT FROM
+                  (excluded.task_id, excluded.call_id, excluded.arguments_id,
+                   excluded.serialized_arguments, excluded.parent_invocation_id,
+                   excluded.parent_event_id, excluded.workflow_id, excluded.workflow_type_key,
+                   excluded.parent_workflow_id)
+        ),
+        registered AS (
+            INSERT INTO {x.orch} (app_id, invocation_id, task_id, call_id, status,
+                                  status_owner_id, status_set_at)
+            SELECT %(app)s, u.invocation_id, u.task_id, u.call_id, 'registered', %(runner)s, now()
+            FROM u ORDER BY u.invocation_id
+            ON CONFLICT (app_id, invocation_id) DO NOTHING
+        ),
+        history AS (
+            INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
+                                  status_set_at, runner_id, registered_by_invocation_id)
+            SELECT %(app)s, u.invocation_id, %(recorded)s, 'registered', %(runner)s, now(),
+                   %(ctx)s, u.parent_invocation_id
+            FROM u ORDER BY u.invocation_id
+            ON CONFLICT {_HISTORY_KEY} DO NOTHING
+        ){route}
+        SELECT now(),
+               ARRAY(SELECT DISTINCT c.task_id FROM {x.src} c
+                     WHERE c.app_id = %(app)s AND c.task_id = ANY(%(tasks)s::text[])){notify}"""
+
+
+def _take(x: Tables) -> str:
+    """After a worker took ``id`` from the queue: PENDING for it, if it may run at once.
+
+    The move happens only for a runnable status and a task that the worker knows needs no
+    concurrency check (``free_tasks``); either way the statement returns the status the
+    invocation had, the invocation's row and whether trigger conditions watch its task, so
+    the worker has everything pynenc's loop reads without another round trip. The status
+    is the one before the statement, with the id of the change that set it: a take resent
+    after a lost reply finds its own.
+    """
+    return f"""
+        WITH moved AS (
+            UPDATE {x.orch} SET
+                status = 'pending',
+                status_owner_id = %(runner)s,
+                status_set_at = clock_timestamp(),
+                status_change_id = %(change)s
+            WHERE app_id = %(app)s AND invocation_id = %(id)s
+              AND status = ANY(%(from)s::text[])
+              AND (status <> ALL(%(required)s::text[])
+                   OR status_owner_id IS NOT DISTINCT FROM %(runner)s)
+              AND task_id = ANY(%(free_tasks)s::text[])
+            RETURNING status_owner_id, status_set_at
+        ),
+        history AS (
+            INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
+                                  status_set_at, runner_id)
+            SELECT %(app)s, %(id)s, %(recorded)s, 'pending', m.status_owner_id, m.status_set_at,
+                   %(ctx)s
+            FROM moved m
+            ON CONFLICT {_HISTORY_KEY} DO NOTHING
+        )
+        SELECT o.status, o.status_change_id, o.status_set_at,
+               (SELECT m.status_set_at FROM moved m),
+               i.call_id, i.serialized_arguments, i.parent_invocation_id, i.parent_event_id,
+               i.workflow_id, i.workflow_type_key, i.parent_workflow_id,
+               EXISTS (SELECT 1 FROM {x.src} c
+                       WHERE c.app_id = o.app_id AND c.task_id = o.task_id)
+        FROM {x.orch} o
+        LEFT JOIN {x.inv} i ON i.app_id = o.app_id AND i.invocation_id = o.invocation_id
+        WHERE o.app_id = %(app)s AND o.invocation_id = %(id)s"""
+
+
+@cache
+def _transition(x: Tables, kind: TransitionKind) -> str:
+    """One status change with everything pynenc writes after it, for the winner only."""
+    owner = (
+        """
+              AND (status <> ALL(%(required)s::text[])
+                   OR status_owner_id IS NOT DISTINCT FROM %(runner)s)"""
+        if kind.owner_check
+        else ""
+    )
+    extra_set = ""
+    if kind.final:
+        extra_set += ",\n                purgeable_since = now()"
+    if kind.retry:
+        extra_set += ",\n                retries = retries + 1"
+    ctes = [
+        f"""moved AS (
+            UPDATE {x.orch} SET
+                status = %(status)s,
+                status_owner_id = CASE WHEN %(keeps)s::boolean THEN status_owner_id
+                                       ELSE %(owner)s::text END,
+                status_set_at = clock_timestamp(),
+                status_change_id = %(change)s{extra_set}
+            WHERE app_id = %(app)s AND invocation_id = %(id)s
+              AND status = ANY(%(from)s::text[]){owner}
+            RETURNING task_id, status_owner_id, status_set_at
+        )""",
+        f"""history AS (
+            INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
+                                  status_set_at, runner_id)
+            SELECT %(app)s, %(id)s, %(recorded)s, %(status)s, m.status_owner_id,
+                   m.status_set_at, %(ctx)s
+            FROM moved m
+            ON CONFLICT {_HISTORY_KEY} DO NOTHING
+        )""",
+    ]
+    if kind.final:
+        # A finished invocation neither blocks nor waits any more.
+        ctes.append(
+            f"""released AS (
+            DELETE FROM {x.wait} w
+            WHERE w.app_id = %(app)s
+              AND (w.waited_invocation_id = %(id)s OR w.waiter_invocation_id = %(id)s)
+              AND EXISTS (SELECT 1 FROM moved)
+        )"""
+        )
+    if kind.stores == "result":
+        ctes.append(
+            f"""stored AS (
+            INSERT INTO {x.res} (app_id, invocation_id, serialized_result)
+            SELECT %(app)s, %(id)s, %(result)s FROM moved
+            ON CONFLICT (app_id, invocation_id) DO UPDATE
+            SET serialized_result = excluded.serialized_result, stored_at = now()
+        )"""
+        )
+    elif kind.stores == "exception":
+        ctes.append(
+            f"""stored AS (
+            INSERT INTO {x.exc} (app_id, invocation_id, error_name, is_pynenc_error,
+                                 serialized_exception)
+            SELECT %(app)s, %(id)s, %(error_name)s, %(is_pynenc_error)s, %(exception)s
+            FROM moved
+            ON CONFLICT (app_id, invocation_id) DO UPDATE
+            SET error_name = excluded.error_name, is_pynenc_error = excluded.is_pynenc_error,
+                serialized_exception = excluded.serialized_exception, stored_at = now()
+        )"""
+        )
+    notify = ""
+    if kind.routes:
+        ctes.append(
+            f"""routed AS (
+            INSERT INTO {x.queue} (app_id, queue_name, priority, invocation_id)
+            SELECT %(app)s, %(queue)s, %(priority)s, %(id)s FROM moved
+        )"""
+        )
+        notify = ", pg_notify(%(channel)s, %(payload)s)"
+    return f"""
+        WITH {", ".join(ctes)}
+        SELECT m.status_owner_id, m.status_set_at,
+               EXISTS (SELECT 1 FROM {x.src} c
+                       WHERE c.app_id = %(app)s AND c.task_id = m.task_id){notify}
+        FROM moved m"""
