@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pynenc import context
+from pynenc.conf.config_broker import validate_priority
 from pynenc.conf.config_task import ConcurrencyControlType
 from pynenc.exceptions import (
     InvocationNotFoundError,
@@ -209,6 +210,10 @@ class CombinedLifecycle(BaseOrchestrator):
         }
         sql = self._lifecycle_sql
         if broker is not None:
+            # pynenc's checks of a route, before anything is written.
+            broker._validate_queue_names(sorted(queues))
+            for priority in set(params["priorities"]):
+                validate_priority(priority, label="Broker priority")
             params["channel"] = broker.sql.channel
             params["payloads"] = sorted(
                 notify_payload(broker.wake_key(self.app_id, queue)) for queue in queues
@@ -319,6 +324,8 @@ class CombinedLifecycle(BaseOrchestrator):
         extra: dict[str, Any] = {}
         if broker is not None:
             queue = invocation.task.broker_queue
+            broker._validate_queue_names((queue,))
+            validate_priority(invocation.task.broker_priority, label="Broker priority")
             extra = {
                 "queue": queue,
                 "priority": float(invocation.task.broker_priority),
