@@ -69,6 +69,9 @@ if TYPE_CHECKING:
     from pynenc_postgres.db.settings import DatabaseSettings
 
 _PENDING = rule_for(InvocationStatus.PENDING)
+_FINAL = sorted(s.value for s in InvocationStatus.get_final_statuses())
+# Results up to this size are read with the final status that announces them.
+PREFETCHED_RESULT_BYTES = 64 * 1024
 _RUNNABLE = [s.value for s in InvocationStatus if s.is_available_for_run()]
 
 
@@ -408,6 +411,41 @@ class CombinedLifecycle(BaseOrchestrator):
         self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
         return watched
 
+    # -- results -----------------------------------------------------------------------
+
+    def filter_final(self, invocation_ids: list[InvocationId]) -> list[InvocationId]:
+        """The final ones among ``invocation_ids``, reading their results in the same statement.
+
+        pynenc reads each final invocation's status and result next: the statuses are
+        kept (a final status never changes) and small results are handed to the state
+        backend for that read, so waiting for a group costs one statement per poll.
+        """
+        backend = self._combined_backend()
+        if backend is None or not invocation_ids:
+            final: list[InvocationId] = super().filter_final(invocation_ids)
+            return final
+        rows = self.db.fetchall(
+            self._lifecycle_sql.final_with_results,
+            {
+                "app": self.app_id,
+                "ids": list(invocation_ids),
+                "finals": _FINAL,
+                "max_bytes": PREFETCHED_RESULT_BYTES,
+            },
+        )
+        for invocation_id, status, owner, set_at, result in rows:
+            self._remember_final(
+                invocation_id,
+                InvocationStatusRecord(InvocationStatus(status), owner, as_utc(set_at)),
+            )
+            if result is not None:
+                backend.prefetch_result(invocation_id, result)
+        matched = {row[0] for row in rows}
+        return [inv_id for inv_id in invocation_ids if inv_id in matched]
+
+    def _remember_final(self, invocation_id: InvocationId, record: InvocationStatusRecord) -> None:
+        raise NotImplementedError
+
     # -- taking invocations to run ------------------------------------------------------
 
     def get_additional_invocations_to_run(
@@ -438,16 +476,29 @@ class CombinedLifecycle(BaseOrchestrator):
                 on_queue_retrieved,
             )
             return
+        broker = self._combined_broker()
         while missing_invocations > 0:
             retrieved_invocation = False
             for queue_name in queue_provider():
-                invocation_id = self.app.broker.retrieve_invocation(queue_name)
+                change_id = uuid.uuid4().hex
+                params = self._take_params(backend, runner_ctx, change_id)
+                row: tuple[Any, ...] | None
+                if broker is not None:
+                    row = self._claim_and_take(broker, queue_name, params)
+                    invocation_id = row[0] if row is not None else None
+                else:
+                    invocation_id = self.app.broker.retrieve_invocation(queue_name)
+                    row = None
                 if not invocation_id:
                     continue
                 retrieved_invocation = True
                 on_queue_retrieved(queue_name)
                 if invocation_id not in blocking_invocation_ids:
-                    taken = self._take(backend, invocation_id, runner_ctx)
+                    if row is None:
+                        row = self.db.fetchone(
+                            self._lifecycle_sql.take, {**params, "id": invocation_id}
+                        )
+                    taken = self._taken(backend, invocation_id, row, change_id)
                     if taken is None:
                         break  # not runnable any more: another copy ran it, or will
                     invocation, pending = taken
@@ -482,50 +533,64 @@ class CombinedLifecycle(BaseOrchestrator):
             if not retrieved_invocation:
                 break
 
-    def _take(
+    def _take_params(
+        self, backend: PostgresStateBackend, runner_ctx: RunnerContext, change_id: str
+    ) -> dict[str, Any]:
+        backend.store_runner_context(runner_ctx)
+        return {
+            "app": self.app_id,
+            "runner": runner_ctx.runner_id,
+            "change": change_id,
+            "from": list(_PENDING.allowed_from),
+            "required": statuses_requiring_owner(),
+            "free_tasks": self._tasks_free_of_concurrency_control(),
+            "recorded": datetime.now(UTC),
+            "ctx": runner_ctx.runner_id,
+        }
+
+    def _claim_and_take(
+        self, broker: PostgresBroker, queue_name: str, params: dict[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """The broker's wait for work, with a claim that also takes the invocation."""
+        commit = broker.claim_synchronous_commit()
+        sql = self._lifecycle_sql
+        query = sql.claim_and_take_relaxed if commit else sql.claim_and_take
+        claim_params = {**params, "queue": queue_name, "commit": commit}
+
+        def claim() -> tuple[Any, ...] | None:
+            claim_params["recorded"] = datetime.now(UTC)
+            return self.db.fetchone(query, claim_params)
+
+        return broker.retrieve_with(queue_name, claim)
+
+    def _taken(
         self,
         backend: PostgresStateBackend,
         invocation_id: InvocationId,
-        runner_ctx: RunnerContext,
+        row: tuple[Any, ...] | None,
+        change_id: str,
     ) -> tuple[DistributedInvocation[Any, Any], bool] | None:
-        """The invocation just taken from the queue, and whether it is PENDING already.
+        """The invocation a take read, and whether the take moved it to PENDING.
 
         None when its status does not allow a run.
 
         :raises KeyError: the invocation is not registered.
         :raises InvocationNotFoundError: the state backend has no row for it.
         """
-        backend.store_runner_context(runner_ctx)
-        runner_id = runner_ctx.runner_id
-        change_id = uuid.uuid4().hex
-        row = self.db.fetchone(
-            self._lifecycle_sql.take,
-            {
-                "app": self.app_id,
-                "id": invocation_id,
-                "runner": runner_id,
-                "change": change_id,
-                "from": list(_PENDING.allowed_from),
-                "required": statuses_requiring_owner(),
-                "free_tasks": self._tasks_free_of_concurrency_control(),
-                "recorded": datetime.now(UTC),
-                "ctx": runner_ctx.runner_id,
-            },
-        )
-        if row is None:
+        if row is None or row[1] is None:
             raise KeyError(f"Invocation ID {invocation_id} not found")
-        status, current_change, pending_at = InvocationStatus(row[0]), row[1], row[3]
+        status, current_change, pending_at = InvocationStatus(row[1]), row[2], row[4]
         if pending_at is None:
             if status == InvocationStatus.PENDING and current_change == change_id:
-                pending_at = row[2]  # a resent take whose first attempt committed
+                pending_at = row[3]  # a resent take whose first attempt committed
             elif not status.is_available_for_run():
                 return None
-        if row[4] is None:
+        if row[5] is None:
             raise InvocationNotFoundError(invocation_id, "The invocation wasn't stored")
-        invocation = backend.invocation_from_row(invocation_id, row[4:11])
+        invocation = backend.invocation_from_row(invocation_id, row[5:12])
         if pending_at is None:
             return invocation, False
-        if row[11] or not self._trigger_reads_here():
+        if row[12] or not self._trigger_reads_here():
             self.app.trigger.report_tasks_status([invocation_id], InvocationStatus.PENDING)
         self.app.logger.info(f"invocation:{invocation_id} status:pending")
         return invocation, True

@@ -66,6 +66,9 @@ class LifecycleSql:
     register: str
     register_and_route: str
     take: str
+    claim_and_take: str
+    claim_and_take_relaxed: str
+    final_with_results: str
 
     def transition(self, kind: TransitionKind) -> str:
         return _transition(self.tables, kind)
@@ -90,6 +93,19 @@ def lifecycle_statements(schema: str) -> LifecycleSql:
         register=_register(tables, routes=False),
         register_and_route=_register(tables, routes=True),
         take=_take(tables),
+        claim_and_take=_claim_and_take(tables, relaxed=False),
+        claim_and_take_relaxed=_claim_and_take(tables, relaxed=True),
+        # The final ones among ``ids``, each with its result when it succeeded and the
+        # result is small: the caller reads it next, and needs no round trip for it.
+        final_with_results=f"""
+            SELECT o.invocation_id, o.status, o.status_owner_id, o.status_set_at,
+                   CASE WHEN o.status = 'success' THEN (
+                       SELECT r.serialized_result FROM {tables.res} r
+                       WHERE r.app_id = o.app_id AND r.invocation_id = o.invocation_id
+                         AND octet_length(r.serialized_result) <= %(max_bytes)s) END
+            FROM {tables.orch} o
+            WHERE o.app_id = %(app)s AND o.invocation_id = ANY(%(ids)s::text[])
+              AND o.status = ANY(%(finals)s::text[])""",
     )
 
 
@@ -190,37 +206,67 @@ def _take(x: Tables) -> str:
     is the one before the statement, with the id of the change that set it: a take resent
     after a lost reply finds its own.
     """
+    return _taking(x, "SELECT %(id)s::text AS invocation_id", "")
+
+
+def _claim_and_take(x: Tables, relaxed: bool) -> str:
+    """The broker's claim and the take in one statement, for a queue in this database.
+
+    The claim is the broker's (``DELETE ... FOR UPDATE SKIP LOCKED``): concurrent workers
+    take different rows. Its commit may skip the wait for the WAL flush, as a claim alone
+    does (``postgres_broker_claim_synchronous_commit``): a crash can then only return the
+    invocation to the queue and to the status it had, and nothing has run yet, because the
+    RUNNING change that precedes the task body waits for its flush, which includes this
+    commit's.
+    """
+    claimed = f"""DELETE FROM {x.queue}
+            WHERE app_id = %(app)s AND message_id = (
+                SELECT message_id FROM {x.queue}
+                WHERE app_id = %(app)s AND queue_name = %(queue)s
+                ORDER BY priority DESC, message_id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED)
+            RETURNING invocation_id"""
+    commit = ", set_config('synchronous_commit', %(commit)s, true)" if relaxed else ""
+    return _taking(x, claimed, commit)
+
+
+def _taking(x: Tables, claimed: str, commit: str) -> str:
     return f"""
-        WITH moved AS (
-            UPDATE {x.orch} SET
+        WITH claimed AS (
+            {claimed}
+        ),
+        moved AS (
+            UPDATE {x.orch} o SET
                 status = 'pending',
                 status_owner_id = %(runner)s,
                 status_set_at = clock_timestamp(),
                 status_change_id = %(change)s
-            WHERE app_id = %(app)s AND invocation_id = %(id)s
-              AND status = ANY(%(from)s::text[])
-              AND (status <> ALL(%(required)s::text[])
-                   OR status_owner_id IS NOT DISTINCT FROM %(runner)s)
-              AND task_id = ANY(%(free_tasks)s::text[])
-            RETURNING status_owner_id, status_set_at
+            FROM claimed c
+            WHERE o.app_id = %(app)s AND o.invocation_id = c.invocation_id
+              AND o.status = ANY(%(from)s::text[])
+              AND (o.status <> ALL(%(required)s::text[])
+                   OR o.status_owner_id IS NOT DISTINCT FROM %(runner)s)
+              AND o.task_id = ANY(%(free_tasks)s::text[])
+            RETURNING o.invocation_id, o.status_owner_id, o.status_set_at
         ),
         history AS (
             INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
                                   status_set_at, runner_id)
-            SELECT %(app)s, %(id)s, %(recorded)s, 'pending', m.status_owner_id, m.status_set_at,
-                   %(ctx)s
+            SELECT %(app)s, m.invocation_id, %(recorded)s, 'pending', m.status_owner_id,
+                   m.status_set_at, %(ctx)s
             FROM moved m
             ON CONFLICT {_HISTORY_KEY} DO NOTHING
         )
-        SELECT o.status, o.status_change_id, o.status_set_at,
+        SELECT c.invocation_id, o.status, o.status_change_id, o.status_set_at,
                (SELECT m.status_set_at FROM moved m),
                i.call_id, i.serialized_arguments, i.parent_invocation_id, i.parent_event_id,
                i.workflow_id, i.workflow_type_key, i.parent_workflow_id,
-               EXISTS (SELECT 1 FROM {x.src} c
-                       WHERE c.app_id = o.app_id AND c.task_id = o.task_id)
-        FROM {x.orch} o
-        LEFT JOIN {x.inv} i ON i.app_id = o.app_id AND i.invocation_id = o.invocation_id
-        WHERE o.app_id = %(app)s AND o.invocation_id = %(id)s"""
+               EXISTS (SELECT 1 FROM {x.src} s
+                       WHERE s.app_id = o.app_id AND s.task_id = o.task_id){commit}
+        FROM claimed c
+        LEFT JOIN {x.orch} o ON o.app_id = %(app)s AND o.invocation_id = c.invocation_id
+        LEFT JOIN {x.inv} i ON i.app_id = %(app)s AND i.invocation_id = c.invocation_id"""
 
 
 @cache

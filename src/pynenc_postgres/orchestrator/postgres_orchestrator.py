@@ -24,6 +24,7 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
+from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 # Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
+# Final status records kept per process (least recently used first out).
+FINAL_STATUS_CACHE_SIZE = 10_000
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
@@ -171,8 +174,22 @@ class PostgresOrchestrator(DatabaseComponent, CombinedLifecycle):
         expected = status_record_transition(current, status, runner_id)  # raises pynenc's error
         raise InvocationStatusRaceConditionError(invocation_id, current, expected, current)
 
+    @cached_property
+    def _final_statuses(self) -> BoundedCache[str, InvocationStatusRecord]:
+        """Final status records this process read: a final status never changes again."""
+        return BoundedCache(FINAL_STATUS_CACHE_SIZE)
+
     def get_invocation_status_record(self, invocation_id: InvocationId) -> InvocationStatusRecord:
-        return self._status_row(invocation_id)[0]
+        known = self._final_statuses.get(invocation_id)
+        if known is not None:
+            return known
+        record = self._status_row(invocation_id)[0]
+        if record.status.is_final():
+            self._final_statuses.put(invocation_id, record)
+        return record
+
+    def _remember_final(self, invocation_id: InvocationId, record: InvocationStatusRecord) -> None:
+        self._final_statuses.put(invocation_id, record)
 
     def _status_row(self, invocation_id: InvocationId) -> tuple[InvocationStatusRecord, str | None]:
         row = self.db.fetchone(self.sql.status_record, (self.app_id, invocation_id))
@@ -304,6 +321,7 @@ class PostgresOrchestrator(DatabaseComponent, CombinedLifecycle):
                 conn.execute(statement, (self.app_id,))
 
         self.db.run(op, transaction=True)
+        self._final_statuses.clear()
 
     # -- runners and recovery ------------------------------------------------------
 

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
 InvocationRow = tuple[str, str, str | None, str | None, str | None, str | None, str | None]
+# Results read ahead and not yet read by pynenc, kept at most (oldest first out).
+PREFETCHED_RESULTS = 10_000
 HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
 
@@ -73,6 +75,15 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     def _invocations(self) -> BoundedCache[str, tuple[InvocationDTO, CallDTO]]:
         """Invocation rows this process read, by id: they never change once written."""
         return BoundedCache(int(self.conf.postgres_invocation_cache_size))
+
+    @cached_property
+    def _prefetched_results(self) -> BoundedCache[str, str]:
+        """Results read ahead by the orchestrator with the final status that announced them."""
+        return BoundedCache(PREFETCHED_RESULTS)
+
+    def prefetch_result(self, invocation_id: InvocationId, serialized_result: str) -> None:
+        """Keep a result read by another statement for the next read of it (once)."""
+        self._prefetched_results.put(invocation_id, serialized_result)
 
     @cached_property
     def _registering(self) -> threading.local:
@@ -340,6 +351,9 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         self._write(self.sql.set_result, (self.app_id, invocation_id, serialized_result))
 
     def _get_result(self, invocation_id: InvocationId) -> str:
+        prefetched = self._prefetched_results.pop(invocation_id)
+        if prefetched is not None:
+            return prefetched
         row = self._fetchone(self.sql.get_result, (self.app_id, invocation_id))
         if row is None:
             raise KeyError(f"Result for invocation {invocation_id} not found")
@@ -466,6 +480,7 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         self.db.run(op, transaction=True)
         self._runner_context_cache.clear()
         self._invocations.clear()
+        self._prefetched_results.clear()
 
 
 def _without_secrets(app_info: AppInfo) -> AppInfo:
