@@ -53,9 +53,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pynenc import Pynenc
-
 import psycopg
+from pynenc import Pynenc
 
 from benchmarks import e2e_app
 from benchmarks.common import (
@@ -96,6 +95,8 @@ def procrastinate_stack(concurrency: int) -> str:
 
 def stacks() -> tuple[str, ...]:
     return PYNENC_STACKS + tuple(procrastinate_stack(c) for c in PROCRASTINATE_CONCURRENCY)
+
+
 # Long enough for a runner to go idle: its workers wait in the broker again.
 IDLE_SECONDS = 0.5
 STARTUP_SECONDS = 120.0
@@ -150,7 +151,10 @@ def pynenc_environment(env: dict[str, str]) -> Iterator[None]:
 
 @contextmanager
 def running(
-    stack_vars: dict[str, str], runners: int, log: Path, workers_per_runner: int = WORKERS_PER_RUNNER
+    stack_vars: dict[str, str],
+    runners: int,
+    log: Path,
+    workers_per_runner: int = WORKERS_PER_RUNNER,
 ) -> Iterator[Pynenc]:
     """``runners`` runner processes, and a client app bound to the tasks."""
     runner_env = {k: v for k, v in os.environ.items() if not k.startswith("PYNENC__")}

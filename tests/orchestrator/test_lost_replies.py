@@ -32,12 +32,7 @@ def fast_retries(url: str, app_id: str) -> Pynenc:
 
 
 def all_postgres(url: str, app_id: str) -> Pynenc:
-    return (
-        PynencBuilder()
-        .postgres(url=url, retry_initial_delay=0.01)
-        .app_id(app_id)
-        .build()
-    )
+    return PynencBuilder().postgres(url=url, retry_initial_delay=0.01).app_id(app_id).build()
 
 
 def history(url: str, invocation_id: str) -> list[str]:

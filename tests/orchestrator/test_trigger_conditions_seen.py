@@ -58,9 +58,13 @@ def run_to_success(app: Pynenc, label: str) -> None:
     work.app = app
     invocation = work(label)
     owner = runner_context(f"owner-{label}")
-    taken = list(app.orchestrator.get_invocations_to_run(1, owner, lambda: ["default"], lambda _queue: None))
+    taken = list(
+        app.orchestrator.get_invocations_to_run(1, owner, lambda: ["default"], lambda _queue: None)
+    )
     assert [t.invocation_id for t in taken] == [invocation.invocation_id]
-    app.orchestrator.set_invocation_status(invocation.invocation_id, InvocationStatus.RUNNING, owner)
+    app.orchestrator.set_invocation_status(
+        invocation.invocation_id, InvocationStatus.RUNNING, owner
+    )
     app.orchestrator.set_invocation_result(taken[0], label, owner)
 
 

@@ -94,7 +94,9 @@ class LostReplyProxy:
                 target=self._downstream, args=(server, client, doomed), daemon=True
             ).start()
 
-    def _upstream(self, client: socket.socket, server: socket.socket, doomed: threading.Event) -> None:
+    def _upstream(
+        self, client: socket.socket, server: socket.socket, doomed: threading.Event
+    ) -> None:
         """Client to server: spot the marked statement, forward everything."""
         matching: set[bytes] = set()  # prepared statements parsed from the marked text
         try:

@@ -11,13 +11,9 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import Generic, TypeVar
-
-K = TypeVar("K")
-V = TypeVar("V")
 
 
-class BoundedCache(Generic[K, V]):
+class BoundedCache[K, V]:
     """At most ``capacity`` entries; the least recently used one goes first.
 
     :param capacity: the largest number of entries kept; 0 keeps none.

@@ -49,6 +49,7 @@ from pynenc.invocation.status import (
 from pynenc.orchestrator.base_orchestrator import BaseOrchestrator
 
 from pynenc_postgres.broker import PostgresBroker
+from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.notify import notify_payload
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.lifecycle_sql import (
@@ -65,9 +66,6 @@ if TYPE_CHECKING:
     from pynenc.identifiers.invocation_id import InvocationId
     from pynenc.runner.runner_context import RunnerContext
 
-    from pynenc_postgres.db.engine import Database
-    from pynenc_postgres.db.settings import DatabaseSettings
-
 _PENDING = rule_for(InvocationStatus.PENDING)
 _FINAL = sorted(s.value for s in InvocationStatus.get_final_statuses())
 # Results up to this size are read with the final status that announces them.
@@ -75,17 +73,13 @@ PREFETCHED_RESULT_BYTES = 64 * 1024
 _RUNNABLE = [s.value for s in InvocationStatus if s.is_available_for_run()]
 
 
-class CombinedLifecycle(BaseOrchestrator):
+class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
     """pynenc's composite orchestrator steps, each as one statement when all is in one database.
 
     Mixed into :class:`~pynenc_postgres.orchestrator.PostgresOrchestrator`; every
     override falls back to pynenc's own step when the state backend is not a
     :class:`~pynenc_postgres.state_backend.PostgresStateBackend` with the same settings.
     """
-
-    settings: DatabaseSettings
-    db: Database
-    app_id: str
 
     def _status_row(self, invocation_id: InvocationId) -> tuple[InvocationStatusRecord, str | None]:
         raise NotImplementedError

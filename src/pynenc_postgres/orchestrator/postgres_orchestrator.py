@@ -25,7 +25,6 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db.cache import BoundedCache
-from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
 from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
@@ -48,7 +47,7 @@ FINAL_STATUS_CACHE_SIZE = 10_000
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
-class PostgresOrchestrator(DatabaseComponent, CombinedLifecycle):
+class PostgresOrchestrator(CombinedLifecycle):
     """
     Orchestrator that keeps invocation status, concurrency-control arguments, blocking
     control, runner heartbeats and the atomic-service slot in PostgreSQL.

@@ -204,7 +204,7 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         row = self._fetchone(self.sql.get_invocation, (self.app_id, invocation_id))
         if row is None:
             return None
-        return self.remember_invocation_row(invocation_id, row)  # type: ignore[arg-type]
+        return self.remember_invocation_row(invocation_id, row)
 
     def invocation_from_row(
         self, invocation_id: InvocationId, row: InvocationRow
