@@ -170,36 +170,35 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         broker = self._combined_broker()
         # One row per id: a statement cannot write the same row twice.
         unique = list({inv.invocation_id: inv for inv in invocations}.values())
-        columns: list[list[Any]] = [[] for _ in range(12)]
+        rows: list[tuple[Any, ...]] = []
         queues: set[str] = set()
+        priorities: set[float] = set()
         for inv in unique:
             call = inv.call
             call_id = call.call_id
             workflow = inv.workflow
             task = call.task
             queues.add(task.broker_queue)
-            values = (
-                inv.invocation_id,
-                call_id.task_id.key,
-                call_id.key,
-                call_id.args_id,
-                json.dumps(call.serialized_arguments),
-                inv.parent_invocation_id,
-                inv.parent_event_id,
-                workflow.workflow_id if workflow else None,
-                workflow.workflow_type.key if workflow else None,
-                workflow.parent_workflow_id if workflow else None,
-                task.broker_queue,
-                float(task.broker_priority),
+            priority = float(task.broker_priority)
+            priorities.add(priority)
+            rows.append(
+                (
+                    inv.invocation_id,
+                    call_id.task_id.key,
+                    call_id.key,
+                    call_id.args_id,
+                    json.dumps(call.serialized_arguments),
+                    inv.parent_invocation_id,
+                    inv.parent_event_id,
+                    workflow.workflow_id if workflow else None,
+                    workflow.workflow_type.key if workflow else None,
+                    workflow.parent_workflow_id if workflow else None,
+                    task.broker_queue,
+                    priority,
+                )
             )
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-        names = (
-            "ids tasks calls arguments_ids arguments parents parent_events workflows "
-            "workflow_types parent_workflows queues priorities"
-        ).split()
-        params: dict[str, Any] = dict(zip(names, columns, strict=True))
-        params |= {
+        params: dict[str, Any] = {
+            "rows": json.dumps(rows),
             "app": self.app_id,
             "runner": runner_id,
             "ctx": runner_ctx.runner_id,
@@ -209,7 +208,7 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         if broker is not None:
             # pynenc's checks of a route, before anything is written.
             broker._validate_queue_names(sorted(queues))
-            for priority in set(params["priorities"]):
+            for priority in priorities:
                 validate_priority(priority, label="Broker priority")
             params["channel"] = broker.sql.channel
             params["payloads"] = sorted(
