@@ -16,8 +16,16 @@ from pynenc import Pynenc, PynencBuilder
 from pynenc.invocation.status import InvocationStatus
 
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.notify import stop_all_listeners
 from tests.orchestrator.apps import build_app, register, runner_context, work
 from tests.reliability.lost_reply import LostReplyProxy, lost_reply_proxy
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_left() -> Iterator[None]:
+    """All-Postgres apps start a LISTEN thread; none may outlive its test's database."""
+    yield
+    stop_all_listeners()
 
 
 @pytest.fixture

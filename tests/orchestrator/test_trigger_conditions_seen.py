@@ -12,11 +12,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
 import psycopg
+import pytest
 from pynenc import Pynenc, PynencBuilder
 from pynenc.invocation.status import InvocationStatus
 
+from pynenc_postgres.db.notify import stop_all_listeners
 from tests.orchestrator.apps import runner_context, work
 
 REGISTER_ELSEWHERE = textwrap.dedent(
@@ -38,6 +41,13 @@ REGISTER_ELSEWHERE = textwrap.dedent(
     app.trigger.register_condition(condition)
     """
 )
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_left() -> Iterator[None]:
+    """All-Postgres apps start a LISTEN thread; none may outlive its test's database."""
+    yield
+    stop_all_listeners()
 
 
 def all_postgres(url: str, app_id: str) -> Pynenc:
