@@ -126,3 +126,27 @@ def test_a_retry_resent_after_a_lost_reply_counts_and_routes_once(
     assert orchestrator.get_invocation_retries(invocation_id) == 1
     assert queued(database_url, invocation_id) == 1
     assert history(database_url, invocation_id) == ["registered", "pending", "running", "retry"]
+
+
+def test_a_registration_resent_after_a_lost_reply_registers_once_and_runs_once(
+    proxy: LostReplyProxy, database_url: str
+) -> None:
+    """The resent registration writes no second row or history; its route may queue a
+    second copy (as any resent route may), and the copy is dropped when taken."""
+    app = all_postgres(proxy.url, "lost-register")
+    work.app = app
+    proxy.arm("pynenc_broker_message")
+    invocation_id = work("registered").invocation_id
+    assert proxy.dropped == 1
+    assert history(database_url, invocation_id) == ["registered"]
+    copies = queued(database_url, invocation_id)
+    assert copies == 2  # the first attempt's route and the resent one
+    owner = runner_context("owner")
+    taken = [
+        [str(i.invocation_id) for i in app.orchestrator.get_invocations_to_run(1, owner)]
+        for _ in range(copies)
+    ]
+    assert taken[0] == [invocation_id]
+    assert all(later == [] for later in taken[1:])
+    assert queued(database_url, invocation_id) == 0
+    assert history(database_url, invocation_id) == ["registered", "pending"]
