@@ -1,9 +1,11 @@
-"""A bounded, thread-safe, least-recently-used map for rows that never change once written.
+"""A bounded, thread-safe, least-recently-used map, for what a process may keep in memory.
 
-A process keeps such rows (an invocation's call and arguments) after it read them, so the
-next read of the same row costs no round trip. Only rows read back from the database go in:
+The components keep values that cannot change once the database holds them: invocation
+rows (call and arguments), final statuses (a final status has no way out), results read
+ahead with the status that announced them. Only values read back from the database go in:
 a row this process is writing may belong to a transaction that is rolled back, and must not
-become visible through the cache.
+become visible through a cache. The map is reset in a forked child (a lock held by another
+thread of the parent would never be released there).
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ What each combined step keeps:
 - **Safe to resend.** Each step carries a ``status_change_id``: a statement resent after
   a lost reply matches nothing, finds its own id on the row and is reported as done;
   everything else it wrote committed with that change.
+- **Results read with their status.** Waiting for a group reads the final statuses among
+  its invocations and their (small) results in one statement per poll.
 - **Trigger conditions seen at once.** Each statement reports whether the task has
   trigger conditions sourced from it; pynenc's trigger is called only when it has (or
   when the trigger is not :class:`~pynenc_postgres.trigger.PostgresTrigger` of this
