@@ -584,16 +584,16 @@ class OrchestratorInvocation(Base):
     retries: Mapped[int] = mapped_column(
         server_default=text("0"), comment="Times the invocation was retried."
     )
-    retries_change_id: Mapped[str | None] = mapped_column(
-        comment="Id of the last retry increment; a resent increment recognises itself "
-        "by it and counts once. NULL before the first."
-    )
     registered_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), comment="When the invocation was registered (server clock)."
     )
     purgeable_since: Mapped[datetime | None] = mapped_column(
         comment="When the invocation reached a final status and became subject to "
         "auto_final_invocation_purge_hours (server clock); NULL before."
+    )
+    retries_change_id: Mapped[str | None] = mapped_column(
+        comment="Id of the last retry increment; a resent increment recognises itself "
+        "by it and counts once. NULL before the first."
     )
 
 
