@@ -82,7 +82,7 @@ def test_a_status_change_resent_after_a_lost_reply_writes_one_history_row(
     app = fast_retries(proxy.url, "lost-status")
     invocation_id = register(app, "pending")
     owner = runner_context("owner")
-    proxy.arm("WITH moved AS")
+    proxy.arm("pynenc-postgres: status change")
     app.orchestrator.set_invocation_status(invocation_id, InvocationStatus.PENDING, owner)
     assert proxy.dropped == 1
     assert app.orchestrator.get_invocation_status(invocation_id) == InvocationStatus.PENDING
@@ -135,7 +135,7 @@ def test_a_registration_resent_after_a_lost_reply_registers_once_and_runs_once(
     second copy (as any resent route may), and the copy is dropped when taken."""
     app = all_postgres(proxy.url, "lost-register")
     work.app = app
-    proxy.arm("pynenc_broker_message")
+    proxy.arm("pynenc-postgres: register and route")
     invocation_id = work("registered").invocation_id
     assert proxy.dropped == 1
     assert history(database_url, invocation_id) == ["registered"]

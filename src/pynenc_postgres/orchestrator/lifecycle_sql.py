@@ -16,7 +16,9 @@ again. Each statement also reports whether the task has trigger conditions sourc
 (one primary-key probe), so a process learns about conditions that another host registers
 with the very next statement it sends, and reads them only when there are some.
 
-Parameters are named (``%(name)s``); every statement takes ``app``.
+Parameters are named (``%(name)s``); every statement takes ``app``. Each statement starts
+with a comment naming its step (after its first keyword, where ``pg_stat_statements`` keeps
+it), so an operator can tell the steps apart there and in ``pg_stat_activity``.
 """
 
 from __future__ import annotations
@@ -98,7 +100,7 @@ def lifecycle_statements(schema: str) -> LifecycleSql:
         # The final ones among ``ids``, each with its result when it succeeded and the
         # result is small: the caller reads it next, and needs no round trip for it.
         final_with_results=f"""
-            SELECT o.invocation_id, o.status, o.status_owner_id, o.status_set_at,
+            SELECT /* pynenc-postgres: final statuses with results */ o.invocation_id, o.status, o.status_owner_id, o.status_set_at,
                    CASE WHEN o.status = 'success' THEN (
                        SELECT r.serialized_result FROM {tables.res} r
                        WHERE r.app_id = o.app_id AND r.invocation_id = o.invocation_id
@@ -137,8 +139,9 @@ def _register(x: Tables, routes: bool) -> str:
         if routes
         else ", 0"
     )
+    name = "register and route a batch" if routes else "register a batch"
     return f"""
-        WITH u AS (
+        WITH /* pynenc-postgres: {name} */ u AS (
             SELECT r->>0 AS invocation_id, r->>1 AS task_id, r->>2 AS call_id,
                    r->>3 AS arguments_id, r->>4 AS serialized_arguments,
                    r->>5 AS parent_invocation_id, r->>6 AS parent_event_id,
@@ -207,7 +210,7 @@ def _take(x: Tables) -> str:
     is the one before the statement, with the id of the change that set it: a take resent
     after a lost reply finds its own.
     """
-    return _taking(x, "SELECT %(id)s::text AS invocation_id", "")
+    return _taking(x, "SELECT %(id)s::text AS invocation_id", "", "take")
 
 
 def _claim_and_take(x: Tables, relaxed: bool) -> str:
@@ -229,12 +232,12 @@ def _claim_and_take(x: Tables, relaxed: bool) -> str:
                 FOR UPDATE SKIP LOCKED)
             RETURNING invocation_id"""
     commit = ", set_config('synchronous_commit', %(commit)s, true)" if relaxed else ""
-    return _taking(x, claimed, commit)
+    return _taking(x, claimed, commit, "claim and take")
 
 
-def _taking(x: Tables, claimed: str, commit: str) -> str:
+def _taking(x: Tables, claimed: str, commit: str, name: str) -> str:
     return f"""
-        WITH claimed AS (
+        WITH /* pynenc-postgres: {name} */ claimed AS (
             {claimed}
         ),
         moved AS (
@@ -346,8 +349,17 @@ def _transition(x: Tables, kind: TransitionKind) -> str:
         )"""
         )
         notify = ", pg_notify(%(channel)s, %(payload)s)"
+    name = "status change"
+    if kind.final:
+        name += ", final"
+    if kind.stores:
+        name += f", with the {kind.stores}"
+    if kind.retry:
+        name += ", retry counted"
+    if kind.routes:
+        name += ", routed again"
     return f"""
-        WITH {", ".join(ctes)}
+        WITH /* pynenc-postgres: {name} */ {", ".join(ctes)}
         SELECT m.status_owner_id, m.status_set_at,
                EXISTS (SELECT 1 FROM {x.src} c
                        WHERE c.app_id = %(app)s AND c.task_id = m.task_id){notify}
