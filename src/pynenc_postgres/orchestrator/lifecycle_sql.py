@@ -100,7 +100,8 @@ def lifecycle_statements(schema: str) -> LifecycleSql:
         # The final ones among ``ids``, each with its result when it succeeded and the
         # result is small: the caller reads it next, and needs no round trip for it.
         final_with_results=f"""
-            SELECT /* pynenc-postgres: final statuses with results */ o.invocation_id, o.status, o.status_owner_id, o.status_set_at,
+            SELECT /* pynenc-postgres: final statuses with results */
+                   o.invocation_id, o.status, o.status_owner_id, o.status_set_at,
                    CASE WHEN o.status = 'success' THEN (
                        SELECT r.serialized_result FROM {tables.res} r
                        WHERE r.app_id = o.app_id AND r.invocation_id = o.invocation_id
