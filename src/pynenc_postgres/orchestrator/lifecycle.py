@@ -225,10 +225,11 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
             InvocationStatus.REGISTERED, runner_id, as_utc(row[0])
         )
         watched = set(row[1])
+        everything = not self._trigger_reads_here()
         reported = [
             inv.invocation_id
             for inv in unique
-            if inv.call.task.task_id.key in watched or not self._trigger_reads_here()
+            if everything or inv.call.task.task_id.key in watched
         ]
         if reported:
             self.app.trigger.report_tasks_status(reported, status_record.status)
