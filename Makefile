@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo monitor test test-pynenc-suites test-password-auth test-deps screenshots lint bench bench-scale clean
+.PHONY: demo monitor test test-pynenc-suites test-password-auth test-deps screenshots lint bench bench-scale bench-e2e clean
 
 $(STAMP): pyproject.toml
 	@PY=$$(scripts/find-python) || exit 1; \
@@ -62,6 +62,16 @@ bench: $(STAMP)
 ## Scale benchmark: 1M invocations seeded, lookups at 1k and 1M, bytes per invocation, memory.
 bench-scale: $(STAMP)
 	$(BIN)/python -m benchmarks.scale
+
+## Round trips per task and the end-to-end race against procrastinate: statements per task,
+## tasks/s through PersistentProcessRunner next to procrastinate's workers, submit rates.
+## procrastinate is installed into .venv from benchmarks/requirements.txt (a peer for the
+## benchmarks only, never a dependency of the package). BENCH_ARGS=--write-docs records them.
+bench-e2e: $(STAMP)
+	$(BIN)/python -m pip install --quiet -r benchmarks/requirements.txt
+	$(BIN)/python -m benchmarks.statements $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.e2e $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.submit $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pynenc-postgres build dist

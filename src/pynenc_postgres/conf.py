@@ -115,7 +115,13 @@ class ConfigStateBackendPostgres(ConfigStateBackend, ConfigPostgres):
     Holds the shared :class:`ConfigPostgres` connection settings; class-specific
     environment variables (``PYNENC__CONFIGSTATEBACKENDPOSTGRES__POSTGRES_URL``) override
     the shared ones for the state backend alone.
+
+    :cvar ConfigField[int] postgres_invocation_cache_size:
+        Invocation rows (call and arguments, which never change once written) that each
+        process keeps after reading them, least recently used first out; 0 keeps none.
     """
+
+    postgres_invocation_cache_size = ConfigField(10_000)
 
 
 class ConfigTriggerPostgres(ConfigTrigger, ConfigPostgres):

@@ -114,3 +114,25 @@ def test_another_broker_is_never_given_copies(database_url: str) -> None:
     )
     assert orchestrator.route_stranded_invocations(MAX_PENDING_SECONDS) == []
     assert app.broker.count_invocations() == 0
+
+
+def test_a_worker_dead_after_the_combined_claim_leaves_it_to_pending_recovery(
+    app: Pynenc,
+) -> None:
+    """With the queue in the same database, the claim moves the invocation to PENDING in
+    the same statement: a worker that dies right after it leaves a PENDING invocation in
+    no queue row, which pynenc's pending recovery finds once it is older than
+    ``max_pending_seconds``."""
+    taken_by_the_dead = register(app, "taken and made pending by a worker that died")
+    dead = runner_context("dead")
+    taken = [str(i.invocation_id) for i in app.orchestrator.get_invocations_to_run(1, dead)]
+    assert taken == [taken_by_the_dead]
+    assert app.orchestrator.get_invocation_status(taken_by_the_dead) == InvocationStatus.PENDING
+    assert app.broker.count_invocations() == 0
+
+    wait_until(
+        lambda: (
+            list(app.orchestrator.get_pending_invocations_for_recovery()) == [taken_by_the_dead]
+        ),
+        "the invocation left PENDING by the dead worker was not offered for recovery",
+    )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
@@ -19,6 +19,8 @@ from pynenc_postgres.db.notify import PollingWakeups, Wakeups, get_listener, not
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
+
+T = TypeVar("T")
 
 WAKEUP_MODES = ("auto", "listen", "poll")
 SYNCHRONOUS_COMMIT_VALUES = frozenset(
@@ -149,19 +151,33 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
         :return: the invocation id, now removed from the queue, or None if none came.
         """
         queue = self.conf.queues[0] if queue_name is None else queue_name
-        self._validate_queue_names((queue,))
-        app_id = self.app_id
         claim, params = self._claim(queue)
+        row = self.retrieve_with(queue, lambda: self.db.fetchone(claim, params))
+        return InvocationId(row[0]) if row is not None else None
+
+    def retrieve_with(self, queue_name: str, claim: Callable[[], T | None]) -> T | None:
+        """:meth:`retrieve_invocation`'s wait for work, around another claim statement.
+
+        ``claim`` takes the head of ``queue_name`` and returns what it read, or None when
+        the queue was empty; it is called again on each wake-up until ``queue_timeout_sec``
+        has passed. The orchestrator passes a claim that also moves the invocation to
+        PENDING in the same statement.
+
+        :param queue_name: the queue to take from.
+        :param claim: one attempt to take the head of the queue.
+        :return: what the first successful claim returned, or None if none came.
+        """
+        self._validate_queue_names((queue_name,))
         wakeups = self.wakeups()
-        key = self.wake_key(app_id, queue)
+        key = self.wake_key(self.app_id, queue_name)
         deadline: float | None = None
         while True:
             # The token is taken before the claim looks at the table: work routed after
             # that look makes the wait below return at once.
             token = wakeups.token(key)
-            row = self.db.fetchone(claim, params)
+            row = claim()
             if row is not None:
-                return InvocationId(row[0])
+                return row
             now = time.monotonic()
             if deadline is None:
                 deadline = now + float(self.conf.queue_timeout_sec)
@@ -169,8 +185,8 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
             if remaining <= 0 or not wakeups.wait(key, token, remaining):
                 return None
 
-    def _claim(self, queue: str) -> tuple[str, tuple[str, ...]]:
-        """The claim statement and its parameters for ``queue``."""
+    def claim_synchronous_commit(self) -> str:
+        """The ``synchronous_commit`` of a claim's transaction; empty keeps the connection's."""
         relaxed = str(self.conf.postgres_broker_claim_synchronous_commit).strip().lower()
         if relaxed not in SYNCHRONOUS_COMMIT_VALUES:
             raise PostgresConfigError(
@@ -179,6 +195,11 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
                 "synchronous_commit value (off, local, on, remote_write, remote_apply), or "
                 "leave it empty to keep the connection's setting."
             )
+        return relaxed
+
+    def _claim(self, queue: str) -> tuple[str, tuple[str, ...]]:
+        """The claim statement and its parameters for ``queue``."""
+        relaxed = self.claim_synchronous_commit()
         if relaxed:
             return self.sql.claim_relaxed, (self.app_id, self.app_id, queue, relaxed)
         return self.sql.claim, (self.app_id, self.app_id, queue)

@@ -21,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Operation = Callable[[psycopg.Connection[Any]], T]
+# Positional (``%s``) or named (``%(name)s``) parameters of one statement.
+Params = Sequence[Any] | Mapping[str, Any]
 
 # Fresh connections tried for one call whose pooled connection turned out closed before
 # anything was sent; past that, the failure counts as an ordinary lost connection.
@@ -209,21 +211,21 @@ class Database:
             if self._local_settings is None and pool is self._pool:
                 self._hot = pool
 
-    def fetchone(self, query: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
+    def fetchone(self, query: str, params: Params) -> tuple[Any, ...] | None:
         """Run one statement (with retries) and return its first row, if any."""
         row: tuple[Any, ...] | None = self._statement(query, params, _ONE_ROW)
         return row
 
-    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def fetchall(self, query: str, params: Params = ()) -> list[tuple[Any, ...]]:
         """Run one statement (with retries) and return all its rows."""
         rows: list[tuple[Any, ...]] = self._statement(query, params, _ALL_ROWS)
         return rows
 
-    def execute(self, query: str, params: Sequence[Any]) -> None:
+    def execute(self, query: str, params: Params) -> None:
         """Run one statement (with retries); it is committed when this returns."""
         self._statement(query, params, _NO_ROWS)
 
-    def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
+    def _statement(self, query: str, params: Params, fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
         borrowed = borrowed_transaction()
         if borrowed is not None:  # inside in_transaction(): the application's connection

@@ -591,6 +591,10 @@ class OrchestratorInvocation(Base):
         comment="When the invocation reached a final status and became subject to "
         "auto_final_invocation_purge_hours (server clock); NULL before."
     )
+    retries_change_id: Mapped[str | None] = mapped_column(
+        comment="Id of the last retry increment; a resent increment recognises itself "
+        "by it and counts once. NULL before the first."
+    )
 
 
 class OrchestratorArgument(Base):

@@ -20,15 +20,16 @@ from pynenc.orchestrator.atomic_service import (
     AtomicServiceExecution,
     AtomicServiceExecutionStatus,
 )
-from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
+from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db import borrowed
-from pynenc_postgres.db.component import DatabaseComponent
+from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.errors import InTransactionError
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
+from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
 
@@ -43,10 +44,12 @@ if TYPE_CHECKING:
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 # Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
+# Final status records kept per process (least recently used first out).
+FINAL_STATUS_CACHE_SIZE = 10_000
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
-class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
+class PostgresOrchestrator(CombinedLifecycle):
     """
     Orchestrator that keeps invocation status, concurrency-control arguments, blocking
     control, runner heartbeats and the atomic-service slot in PostgreSQL.
@@ -56,7 +59,10 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
     race for an invocation exactly one wins and the others get pynenc's own error.
     Heartbeats, pending ages, a runner's death and the atomic-service slot are
     measured with the database server's clock only. A holder of the atomic service
-    that dies (its runner stops heartbeating) loses the slot to the next runner.
+    that dies (its runner stops heartbeating) loses the slot to the next runner. With
+    the state backend in the same database, each step of an invocation's life (its
+    registration, each status change with its history, result and route) is one
+    statement (:class:`~pynenc_postgres.orchestrator.lifecycle.CombinedLifecycle`).
 
     :param Pynenc app: the pynenc application.
     """
@@ -196,8 +202,22 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         expected = status_record_transition(current, status, runner_id)  # raises pynenc's error
         raise InvocationStatusRaceConditionError(invocation_id, current, expected, current)
 
+    @cached_property
+    def _final_statuses(self) -> BoundedCache[str, InvocationStatusRecord]:
+        """Final status records this process read: a final status never changes again."""
+        return BoundedCache(FINAL_STATUS_CACHE_SIZE)
+
     def get_invocation_status_record(self, invocation_id: InvocationId) -> InvocationStatusRecord:
-        return self._status_row(invocation_id)[0]
+        known = self._final_statuses.get(invocation_id)
+        if known is not None:
+            return known
+        record = self._status_row(invocation_id)[0]
+        if record.status.is_final():
+            self._final_statuses.put(invocation_id, record)
+        return record
+
+    def _remember_final(self, invocation_id: InvocationId, record: InvocationStatusRecord) -> None:
+        self._final_statuses.put(invocation_id, record)
 
     def _status_row(self, invocation_id: InvocationId) -> tuple[InvocationStatusRecord, str | None]:
         row = self.db.fetchone(self.sql.status_record, (self.app_id, invocation_id))
@@ -221,7 +241,11 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         return [inv_id for inv_id in invocation_ids if inv_id in matched]
 
     def increment_invocation_retries(self, invocation_id: InvocationId) -> None:
-        self.db.execute(self.sql.increment_retries, (self.app_id, invocation_id))
+        """Add one retry; safe to resend: a statement repeated after a lost reply counts once."""
+        change_id = uuid.uuid4().hex
+        self.db.execute(
+            self.sql.increment_retries, (change_id, self.app_id, invocation_id, change_id)
+        )
 
     def get_invocation_retries(self, invocation_id: InvocationId) -> int:
         row = self.db.fetchone(self.sql.get_retries, (self.app_id, invocation_id))
@@ -325,6 +349,7 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
                 conn.execute(statement, (self.app_id,))
 
         self.db.run(op, transaction=True)
+        self._final_statuses.clear()
 
     # -- runners and recovery ------------------------------------------------------
 

@@ -187,8 +187,11 @@ def statements(schema: str) -> OrchestratorSql:
                                          OR w.waiter_invocation_id = p.invocation_id)
             )
             SELECT count(*) FROM purged""",
+        # The increment's own id: resent after a lost reply, it finds its id and adds nothing.
         increment_retries=f"""
-            UPDATE {inv} SET retries = retries + 1 WHERE app_id = %s AND invocation_id = %s""",
+            UPDATE {inv} SET retries = retries + 1, retries_change_id = %s
+            WHERE app_id = %s AND invocation_id = %s
+              AND retries_change_id IS DISTINCT FROM %s""",
         get_retries=f"SELECT retries FROM {inv} WHERE app_id = %s AND invocation_id = %s",
         filter_by_status=f"""
             SELECT invocation_id FROM {inv}

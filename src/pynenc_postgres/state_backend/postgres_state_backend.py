@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -23,6 +25,7 @@ from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
 from pynenc_postgres.db import borrowed
+from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
@@ -36,6 +39,9 @@ if TYPE_CHECKING:
     from pynenc.app import Pynenc
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
+InvocationRow = tuple[str, str, str | None, str | None, str | None, str | None, str | None]
+# Results read ahead and not yet read by pynenc, kept at most (oldest first out).
+PREFETCHED_RESULTS = 10_000
 HistoryRow = tuple[str, datetime, str, str | None, datetime, str, str | None]
 ContextRow = tuple[str, str, str | None, int, str, int]
 
@@ -65,6 +71,24 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     @cached_property
     def sql(self) -> StateBackendSql:
         return statements(self.settings.schema)
+
+    @cached_property
+    def _invocations(self) -> BoundedCache[str, tuple[InvocationDTO, CallDTO]]:
+        """Invocation rows this process read, by id: they never change once written."""
+        return BoundedCache(int(self.conf.postgres_invocation_cache_size))
+
+    @cached_property
+    def _prefetched_results(self) -> BoundedCache[str, str]:
+        """Results read ahead by the orchestrator with the final status that announced them."""
+        return BoundedCache(PREFETCHED_RESULTS)
+
+    def prefetch_result(self, invocation_id: InvocationId, serialized_result: str) -> None:
+        """Keep a result read by another statement for the next read of it (once)."""
+        self._prefetched_results.put(invocation_id, serialized_result)
+
+    @cached_property
+    def _registering(self) -> threading.local:
+        return threading.local()
 
     # -- small helpers -------------------------------------------------------------
 
@@ -125,9 +149,38 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
     # -- invocations ---------------------------------------------------------------
 
+    def upsert_invocations(self, invocations: list[DistributedInvocation[Any, Any]]) -> None:
+        """Store the invocations, unless the registration about to follow writes them.
+
+        pynenc stores each new invocation as it is created, then stores it again with its
+        registration. When :class:`~pynenc_postgres.orchestrator.PostgresOrchestrator`
+        registers them in this database, its registration statement writes the rows, so
+        the first write is left out (see :meth:`written_by_registration`).
+        """
+        self._enlist()
+        if getattr(self._registering, "active", False):
+            return
+        super().upsert_invocations(invocations)
+
+    @contextmanager
+    def written_by_registration(self) -> Iterator[None]:
+        """Invocations created in this block are stored by the registration that follows.
+
+        Only for the orchestrator's combined registration, which writes the invocation
+        rows in the same statement as their status, history and route.
+        """
+        previous = getattr(self._registering, "active", False)
+        self._registering.active = True
+        try:
+            yield
+        finally:
+            self._registering.active = previous
+
     def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
         if not entries:
             return
+        # A row written again may change: the next read goes to the database.
+        self._invocations.discard_many([inv.invocation_id for inv, _ in entries])
         # One statement may not update the same row twice; the last entry wins.
         latest = {inv.invocation_id: (inv, call) for inv, call in entries}
         columns: list[list[str | None]] = [[] for _ in range(10)]
@@ -152,9 +205,33 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         self._write(self.sql.upsert_invocations, (self.app_id, *columns))
 
     def _get_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
+        cached = self._invocations.get(invocation_id)
+        if cached is not None:
+            return cached
         row = self._fetchone(self.sql.get_invocation, (self.app_id, invocation_id))
         if row is None:
             return None
+        return self.remember_invocation_row(invocation_id, row)
+
+    def invocation_from_row(
+        self, invocation_id: InvocationId, row: InvocationRow
+    ) -> DistributedInvocation[Any, Any]:
+        """The invocation of a row read by another statement (the orchestrator's take).
+
+        :param invocation_id: the invocation's id.
+        :param row: ``call_id, serialized_arguments, parent_invocation_id,
+            parent_event_id, workflow_id, workflow_type_key, parent_workflow_id``.
+        """
+        from pynenc.call import LazyCall
+        from pynenc.invocation.dist_invocation import DistributedInvocation
+
+        inv_dto, call_dto = self.remember_invocation_row(invocation_id, row)
+        return DistributedInvocation.from_dto(inv_dto, call=LazyCall.from_dto(self.app, call_dto))
+
+    def remember_invocation_row(
+        self, invocation_id: InvocationId, row: InvocationRow
+    ) -> tuple[InvocationDTO, CallDTO]:
+        """DTOs of a committed invocation row, kept for the next read of the same id."""
         call_key, arguments, parent_id, parent_event, wf_id, wf_type, wf_parent = row
         call_id = CallId.from_key(call_key)
         workflow = (
@@ -173,7 +250,9 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
             parent_invocation_id=InvocationId(parent_id) if parent_id else None,
             parent_event_id=parent_event,
         )
-        return inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(arguments))
+        dtos = inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(arguments))
+        self._invocations.put(invocation_id, dtos)
+        return dtos
 
     def get_child_invocations(self, parent_invocation_id: InvocationId) -> Iterator[InvocationId]:
         return self._ids(self.sql.child_invocations, (self.app_id, parent_invocation_id))
@@ -279,6 +358,9 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
         self._write(self.sql.set_result, (self.app_id, invocation_id, serialized_result))
 
     def _get_result(self, invocation_id: InvocationId) -> str:
+        prefetched = self._prefetched_results.pop(invocation_id)
+        if prefetched is not None:
+            return prefetched
         row = self._fetchone(self.sql.get_result, (self.app_id, invocation_id))
         if row is None:
             raise KeyError(f"Result for invocation {invocation_id} not found")
@@ -395,10 +477,6 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
     # -- inside the application's transaction --------------------------------------
 
-    def upsert_invocations(self, invocations: list[DistributedInvocation]) -> None:
-        self._enlist()
-        super().upsert_invocations(invocations)
-
     def store_runner_context(self, runner_context: RunnerContext) -> None:
         """Store a runner context and its parents, committed on their own.
 
@@ -424,6 +502,8 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
 
         self.db.run(op, transaction=True)
         self._runner_context_cache.clear()
+        self._invocations.clear()
+        self._prefetched_results.clear()
 
 
 def _without_secrets(app_info: AppInfo) -> AppInfo:
