@@ -135,7 +135,17 @@ class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres, ConfigSQLit
     ``sqlite_db_path`` (from pynenc's ``ConfigSQLite``) is not used. pynenc's
     integration suite checks that configuration reaches spawned workers by reading
     ``orchestrator.conf.sqlite_db_path`` in a worker, so the field is kept readable.
+
+    :cvar ConfigField[float] postgres_heartbeat_interval_sec:
+        Shortest time between two heartbeat writes of one runner from one process.
+        pynenc's runners report heartbeats several times a second; a runner is dead
+        only after ``runner_considered_dead_after_minutes``. Writes closer together
+        than this are skipped, and the interval never exceeds a sixth of the time
+        after which a runner is dead. A runner's first heartbeat, and a change of its
+        queues or of its right to run the atomic service, are always written.
     """
+
+    postgres_heartbeat_interval_sec = ConfigField(5.0)
 
 
 class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):

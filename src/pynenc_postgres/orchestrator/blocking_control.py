@@ -51,6 +51,6 @@ class PostgresBlockingControl(BaseBlockingControl):
         orch = self.orchestrator
         rows = orch.db.fetchall(
             orch.sql.blocking_invocations,
-            (orch.app_id, _AVAILABLE_FOR_RUN, max(max_num_invocations, 0)),
+            (orch.app_id, orch.app_id, _AVAILABLE_FOR_RUN, max(max_num_invocations, 0)),
         )
         return iter([InvocationId(row[0]) for row in rows])

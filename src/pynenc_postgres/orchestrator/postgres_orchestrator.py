@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pynenc.exceptions import InvocationStatusRaceConditionError
+from pynenc.exceptions import InvocationStatusError, InvocationStatusRaceConditionError
 from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import (
     InvocationStatus,
@@ -27,6 +29,7 @@ from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
+from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat_interval
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
 
@@ -37,11 +40,16 @@ if TYPE_CHECKING:
     from pynenc.identifiers.task_id import TaskId
     from pynenc.invocation.dist_invocation import DistributedInvocation
     from pynenc.orchestrator.atomic_service import AtomicServiceRun
+    from pynenc.runner.runner_context import RunnerContext
     from pynenc.task import Task
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 # Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
+
+
+class OwnerAliveError(InvocationStatusRaceConditionError):
+    """RUNNING_RECOVERY refused: the owner of the RUNNING invocation heartbeats again."""
 
 
 class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
@@ -153,7 +161,9 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
                 invocation_id,
                 list(rule.allowed_from),
             )
-            if rule.overrides_ownership:
+            if status is InvocationStatus.RUNNING_RECOVERY:
+                row = self.db.fetchone(self.sql.recover_running, (*params, self._dead_after()))
+            elif rule.overrides_ownership:
                 row = self.db.fetchone(self.sql.transition_overriding_owner, params)
             else:
                 row = self.db.fetchone(
@@ -165,7 +175,66 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         if current_change == change_id:
             return current  # this very change committed; its reply was lost
         expected = status_record_transition(current, status, runner_id)  # raises pynenc's error
+        if status is InvocationStatus.RUNNING_RECOVERY:
+            # RUNNING may move to RUNNING_RECOVERY, so only the owner's heartbeat stopped it.
+            raise OwnerAliveError(invocation_id, current, expected, current)
         raise InvocationStatusRaceConditionError(invocation_id, current, expected, current)
+
+    def _dead_after(self) -> float:
+        """Seconds without a heartbeat after which a runner is dead (pynenc's setting)."""
+        return float(self.app.conf.runner_considered_dead_after_minutes) * 60
+
+    @cached_property
+    def _spared(self) -> threading.local:
+        """Per thread: invocations whose recovery was refused since this thread last looked."""
+        return threading.local()
+
+    def _spared_ids(self) -> set[InvocationId]:
+        ids: set[InvocationId] | None = getattr(self._spared, "ids", None)
+        if ids is None:
+            ids = self._spared.ids = set()
+        return ids
+
+    def set_invocation_status(
+        self,
+        invocation_id: InvocationId,
+        status: InvocationStatus,
+        runner_ctx: RunnerContext,
+    ) -> None:
+        """pynenc's status change; a recovery whose owner is alive again leaves it alone.
+
+        pynenc's running-invocation recovery lists the invocations of dead runners and
+        then moves each to RUNNING_RECOVERY. The move is one statement that checks the
+        owner is still dead (:attr:`OrchestratorSql.recover_running`): an owner that
+        heartbeats again in between keeps its invocation. The refusal is logged, nothing
+        is written, and the reroute that pynenc then asks for is skipped for it.
+        """
+        try:
+            super().set_invocation_status(invocation_id, status, runner_ctx)
+        except OwnerAliveError as exc:
+            self._spared_ids().add(invocation_id)
+            self.app.logger.warning(
+                f"invocation:{invocation_id} not recovered: its runner "
+                f"{exc.actual_status_record.runner_id} is alive again"
+            )
+
+    def reroute_invocations(
+        self, invocations_to_reroute: set[InvocationId], runner_ctx: RunnerContext
+    ) -> None:
+        """pynenc's reroute, except of invocations whose recovery was just refused.
+
+        Those stay RUNNING with their live owner: pynenc's REROUTED transition from
+        RUNNING is refused, and is skipped here instead of failing the recovery task.
+        """
+        spared = self._spared_ids()
+        skipped = invocations_to_reroute & spared
+        spared.difference_update(skipped)
+        for invocation_id in skipped:
+            try:
+                super().reroute_invocations({invocation_id}, runner_ctx)
+            except InvocationStatusError:
+                continue  # still RUNNING under its live owner: nothing to reroute
+        super().reroute_invocations(invocations_to_reroute - skipped, runner_ctx)
 
     def get_invocation_status_record(self, invocation_id: InvocationId) -> InvocationStatusRecord:
         return self._status_row(invocation_id)[0]
@@ -296,6 +365,7 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
                 conn.execute(statement, (self.app_id,))
 
         self.db.run(op, transaction=True)
+        self._heartbeats.forget()
 
     # -- runners and recovery ------------------------------------------------------
 
@@ -305,14 +375,30 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
         can_run_atomic_service: bool = False,
         consumed_queues: Sequence[str] | None = None,
     ) -> None:
-        """Record a heartbeat, stamped by the server's clock, for each runner."""
+        """Record a heartbeat, stamped by the server's clock, for each runner.
+
+        Skipped when this process wrote the same runners' heartbeats, with the same
+        flag and queues, less than ``postgres_heartbeat_interval_sec`` ago (at most a
+        sixth of ``runner_considered_dead_after_minutes``).
+        """
         if not runner_ids:
             return
-        queues = list(consumed_queues) if consumed_queues is not None else None
-        self.db.execute(
-            self.sql.register_heartbeats,
-            (self.app_id, can_run_atomic_service, queues, sorted(set(runner_ids)), queues),
+        ids = sorted(set(runner_ids))
+        queues = tuple(consumed_queues) if consumed_queues is not None else None
+        flag = bool(can_run_atomic_service)
+        interval = heartbeat_interval(
+            float(self.conf.postgres_heartbeat_interval_sec), self._dead_after()
         )
+        if not self._heartbeats.due(ids, flag, queues, interval):
+            return
+        started = time.monotonic()
+        as_list = list(queues) if queues is not None else None
+        self.db.execute(self.sql.register_heartbeats, (self.app_id, flag, as_list, ids, as_list))
+        self._heartbeats.written(ids, flag, queues, started)
+
+    @cached_property
+    def _heartbeats(self) -> HeartbeatThrottle:
+        return HeartbeatThrottle()
 
     def _get_active_runners(
         self, timeout_seconds: float, can_run_atomic_service: bool | None = None

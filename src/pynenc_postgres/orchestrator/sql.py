@@ -73,6 +73,7 @@ class OrchestratorSql:
     active_runners_by_eligibility: str
     pending_for_recovery: str
     stranded_for_recovery: str
+    recover_running: str
     running_for_recovery: str
     abandon_dead_holder: str
     start_running_execution: str
@@ -201,24 +202,45 @@ def statements(schema: str) -> OrchestratorSql:
         release_waiters=f"""
             DELETE FROM {wait}
             WHERE app_id = %s AND (waited_invocation_id = %s OR waiter_invocation_id = %s)""",
+        # Driven from the waiting edges whatever the statistics say: the edges are
+        # read first (MATERIALIZED), and each waited invocation is looked up by primary
+        # key in a LATERAL subquery that LIMIT keeps from being pulled up into a join,
+        # so the plan is nested loops over the edges. Its cost follows the number of
+        # edges of the app, never the number of queued invocations.
         blocking_invocations=f"""
-            SELECT w.waited_invocation_id
-            FROM {wait} w
-            JOIN {inv} i ON i.app_id = w.app_id AND i.invocation_id = w.waited_invocation_id
-            WHERE w.app_id = %s AND i.status = ANY(%s::text[])
-              AND NOT EXISTS (
-                  SELECT 1 FROM {wait} b
-                  WHERE b.app_id = w.app_id AND b.waiter_invocation_id = w.waited_invocation_id)
-            GROUP BY w.waited_invocation_id, i.registered_at
-            ORDER BY i.registered_at, w.waited_invocation_id
+            WITH waited AS MATERIALIZED (
+                SELECT DISTINCT w.waited_invocation_id AS invocation_id
+                FROM {wait} w
+                WHERE w.app_id = %s
+                  AND NOT EXISTS (
+                      SELECT 1 FROM {wait} b
+                      WHERE b.app_id = w.app_id
+                        AND b.waiter_invocation_id = w.waited_invocation_id)
+            )
+            SELECT i.invocation_id
+            FROM waited
+            CROSS JOIN LATERAL (
+                SELECT o.invocation_id, o.registered_at, o.status FROM {inv} o
+                WHERE o.app_id = %s AND o.invocation_id = waited.invocation_id
+                LIMIT 1
+            ) i
+            WHERE i.status = ANY(%s::text[])
+            ORDER BY i.registered_at, i.invocation_id
             LIMIT %s""",
+        # now() is when the statement's transaction began: one that waited for the row
+        # lock behind a newer beat carries an older time, and greatest() keeps the newer
+        # one. A stored beat ahead of the server's clock (the clock stepped back) comes
+        # down to clock_timestamp(), which a late statement's never is below. No index
+        # covers these columns, so the update is HOT.
         register_heartbeats=f"""
             INSERT INTO {beat} AS h (app_id, runner_id, can_run_atomic_service,
                                      consumed_queues, first_heartbeat_at, last_heartbeat_at)
             SELECT %s, u.runner_id, %s, coalesce(%s::text[], '{{}}'), now(), now()
             FROM unnest(%s::text[]) AS u(runner_id)
             ON CONFLICT (app_id, runner_id) DO UPDATE SET
-                last_heartbeat_at = greatest(h.last_heartbeat_at, excluded.last_heartbeat_at),
+                last_heartbeat_at = least(
+                    greatest(h.last_heartbeat_at, excluded.last_heartbeat_at),
+                    clock_timestamp()),
                 can_run_atomic_service = excluded.can_run_atomic_service,
                 consumed_queues = coalesce(%s::text[], h.consumed_queues)""",
         active_runners=f"""
@@ -248,6 +270,17 @@ def statements(schema: str) -> OrchestratorSql:
                 SELECT 1 FROM {queue} q
                 WHERE q.app_id = i.app_id AND q.invocation_id = i.invocation_id)
             ORDER BY i.status_set_at""",
+        # RUNNING -> RUNNING_RECOVERY only while the owner is dead by pynenc's rule, in
+        # the statement that moves it. FOR SHARE waits for a heartbeat being written and
+        # reads it once committed, so an owner that beats again at that very moment keeps
+        # its invocation. Parameters: the transition's, then the timeout in seconds.
+        recover_running=f"""{transition}
+              AND coalesce(
+                  (SELECT h.last_heartbeat_at FROM {beat} h
+                   WHERE h.app_id = {inv}.app_id AND h.runner_id = {inv}.status_owner_id
+                   FOR SHARE),
+                  '-infinity') < now() - {_SECONDS}
+            RETURNING status_owner_id, status_set_at""",
         # pynenc's rule: the owner is dead when it has no heartbeat younger than the
         # timeout, or none at all.
         running_for_recovery=f"""
