@@ -202,20 +202,20 @@ def statements(schema: str) -> OrchestratorSql:
         release_waiters=f"""
             DELETE FROM {wait}
             WHERE app_id = %s AND (waited_invocation_id = %s OR waiter_invocation_id = %s)""",
-        # Driven from the waiting edges whatever the statistics say: the edges are
-        # read first (MATERIALIZED), and each waited invocation is looked up by primary
-        # key in a LATERAL subquery that LIMIT keeps from being pulled up into a join,
-        # so the plan is nested loops over the edges. Its cost follows the number of
-        # edges of the app, never the number of queued invocations.
+        # Driven from the waiting edges whatever the statistics say: the app's edges are
+        # read once (MATERIALIZED), the invocations waited for that wait for nothing
+        # themselves are their difference, and each is looked up by primary key in a
+        # LATERAL subquery that LIMIT keeps from being pulled up into a join, so the plan
+        # is a nested loop over the edges. Its cost follows the number of edges of the
+        # app, never the number of queued invocations.
         blocking_invocations=f"""
-            WITH waited AS MATERIALIZED (
-                SELECT DISTINCT w.waited_invocation_id AS invocation_id
-                FROM {wait} w
-                WHERE w.app_id = %s
-                  AND NOT EXISTS (
-                      SELECT 1 FROM {wait} b
-                      WHERE b.app_id = w.app_id
-                        AND b.waiter_invocation_id = w.waited_invocation_id)
+            WITH edges AS MATERIALIZED (
+                SELECT waiter_invocation_id, waited_invocation_id FROM {wait}
+                WHERE app_id = %s
+            ), waited AS (
+                SELECT waited_invocation_id AS invocation_id FROM edges
+                EXCEPT
+                SELECT waiter_invocation_id FROM edges
             )
             SELECT i.invocation_id
             FROM waited
