@@ -161,21 +161,35 @@ class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):
         mode for a transaction-mode pooler (PgBouncer ``pool_mode = transaction``),
         where ``LISTEN`` does not work. ``auto`` (default): ``poll`` when
         ``postgres_apply_settings`` is ``transaction`` (the setting of a
-        transaction-mode pooler), else ``listen``.
+        transaction-mode pooler), else ``listen``, which finds out whether
+        notifications arrive (its own probe) and polls, with a warning, if they do not.
     :cvar ConfigField[float] postgres_broker_poll_interval_sec:
-        Seconds between claims of an idle consumer in ``poll`` mode, and while the
-        ``LISTEN`` connection is down in ``listen`` mode.
+        Seconds before an idle consumer claims again in ``poll`` mode, and while the
+        ``LISTEN`` connection is down in ``listen`` mode; doubled after each empty claim.
     :cvar ConfigField[str] postgres_broker_claim_synchronous_commit:
         ``synchronous_commit`` of the statement that takes an invocation from the queue
         (default ``off``): it does not wait for its WAL flush. Routing always keeps the
         connection's setting. A server crash right after a claim can only bring that
         invocation back to the queue, and pynenc's status check skips it when it is
         taken again. Empty keeps the connection's setting for claims too.
+    :cvar ConfigField[float] postgres_broker_poll_max_interval_sec:
+        Longest interval between claims of an idle consumer that polls: each empty
+        claim doubles the interval, from ``postgres_broker_poll_interval_sec`` up to this.
+    :cvar ConfigField[float] postgres_broker_recheck_interval_sec:
+        Longest time an idle consumer goes without a claim while notifications are live:
+        a wake-up lost in a way nobody noticed costs at most this much latency.
+    :cvar ConfigField[str] postgres_broker_listener_scope:
+        ``host`` (default): one ``LISTEN`` connection per host (Linux network namespace),
+        held by one of its processes, which wakes one idle consumer per routed invocation.
+        ``process``: one ``LISTEN`` connection per process, the fallback on other systems.
     """
 
     postgres_broker_wakeup = ConfigField("auto")
     postgres_broker_poll_interval_sec = ConfigField(0.05)
     postgres_broker_claim_synchronous_commit = ConfigField("off")
+    postgres_broker_poll_max_interval_sec = ConfigField(2.0)
+    postgres_broker_recheck_interval_sec = ConfigField(5.0)
+    postgres_broker_listener_scope = ConfigField("host")
 
 
 class ConfigClientDataStorePostgres(ConfigClientDataStore, ConfigPostgres):

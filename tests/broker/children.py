@@ -16,8 +16,8 @@ from typing import Any
 def consume(threads: int, start: Any, finished: Any, results: Any) -> None:
     """Drain the queue with ``threads`` threads until the producer has ``finished``.
 
-    Each thread puts ``(pid, listener backend pid, component classes, ids in the order
-    taken)`` on ``results``, or ``("error", traceback)``.
+    Each thread puts ``(pid, the process's role in the host's notifier, component
+    classes, ids in the order taken)`` on ``results``, or ``("error", traceback)``.
     """
     try:
         from pynenc import Pynenc
@@ -34,17 +34,19 @@ def consume(threads: int, start: Any, finished: Any, results: Any) -> None:
             taken: list[str] = []
             start.wait()
             while True:
-                # Read before the claim: once the producer is done, an empty claim
-                # that started afterwards means the queue is drained.
+                # Read before the wait: once the producer is done, a queue found empty
+                # afterwards is drained. An idle consumer returns None without
+                # claiming when nothing woke it (another consumer was woken instead),
+                # so "drained" is asked of the table itself.
                 done = finished.is_set()
                 invocation_id = broker.retrieve_invocation()
                 if invocation_id is not None:
                     taken.append(str(invocation_id))
-                elif done:
+                elif done and broker.count_invocations() == 0:
                     break
-            listener = broker.wakeups()
+            role = broker.notifier().role
             classes = f"{type(broker).__name__}+{type(app.client_data_store).__name__}"
-            results.put((os.getpid(), getattr(listener, "backend_pid", None), classes, taken))
+            results.put((os.getpid(), role, classes, taken))
         except BaseException:
             results.put(("error", traceback.format_exc()))
             start.abort()

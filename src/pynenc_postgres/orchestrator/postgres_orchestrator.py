@@ -217,6 +217,9 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
                 f"invocation:{invocation_id} not recovered: its runner "
                 f"{exc.actual_status_record.runner_id} is alive again"
             )
+        finally:
+            # A status this process changed may change what blocking control answers.
+            self._blocking_control.changed()
 
     def reroute_invocations(
         self, invocations_to_reroute: set[InvocationId], runner_ctx: RunnerContext
@@ -366,6 +369,7 @@ class PostgresOrchestrator(DatabaseComponent, BaseOrchestrator):
 
         self.db.run(op, transaction=True)
         self._heartbeats.forget()
+        self._blocking_control.changed()
 
     # -- runners and recovery ------------------------------------------------------
 

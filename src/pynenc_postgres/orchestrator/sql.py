@@ -194,10 +194,17 @@ def statements(schema: str) -> OrchestratorSql:
         filter_by_status=f"""
             SELECT invocation_id FROM {inv}
             WHERE app_id = %s AND invocation_id = ANY(%s::text[]) AND status = ANY(%s::text[])""",
+        # New edges notify (channel, payload): every process asks blocking control again.
+        # An edge already there notifies nothing, so a waiter that repeats the call in
+        # its wait loop costs no notification.
         waiting_for_results=f"""
-            INSERT INTO {wait} (app_id, waiter_invocation_id, waited_invocation_id)
-            SELECT %s, %s, u.waited FROM unnest(%s::text[]) AS u(waited)
-            ON CONFLICT DO NOTHING""",
+            WITH added AS (
+                INSERT INTO {wait} (app_id, waiter_invocation_id, waited_invocation_id)
+                SELECT %s, %s, u.waited FROM unnest(%s::text[]) AS u(waited)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+            SELECT pg_notify(%s, %s) WHERE EXISTS (SELECT 1 FROM added)""",
         # A finished invocation neither blocks nor waits any more.
         release_waiters=f"""
             DELETE FROM {wait}
