@@ -302,6 +302,34 @@ def test_the_listener_reconnects_after_its_connection_is_killed(broker_url: str)
     assert notifier_of(broker).wakes == wakes + 1
 
 
+def test_work_routed_while_the_listener_reconnects_is_found_by_a_recheck(
+    broker_url: str,
+) -> None:
+    """Whatever was routed while nobody listened, its notification is lost: when the
+    LISTEN is back, every idle consumer looks at the table again."""
+    broker = broker_of(
+        build_app(
+            broker_url,
+            queue_timeout_sec=LONG_WAIT_SEC,
+            # Neither polling nor the periodic re-check comes within the test's wait.
+            postgres_broker_poll_interval_sec=LONG_WAIT_SEC,
+            postgres_broker_recheck_interval_sec=10 * LONG_WAIT_SEC,
+        )
+    )
+    consumer = start_waiting(broker)
+    notifier = notifier_of(broker)
+    listener = listener_of(broker)
+    first_pid = listener.backend_pid
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+    wait_until(lambda: not notifier.live, "the listener to notice")
+    route_unannounced(broker_url, broker, "routed while nobody listened")
+
+    assert consumer.join() == "routed while nobody listened"
+    assert consumer.elapsed < LONG_WAIT_SEC
+    assert listener.reconnects >= 1 and listener.backend_pid != first_pid
+
+
 def test_a_consumer_waiting_while_the_listener_is_down_polls(broker_url: str) -> None:
     """While LISTEN is lost, waits fall back to polling: routed work is still taken."""
     broker = broker_of(

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pynenc_postgres.db.errors import translate
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
@@ -207,11 +208,14 @@ class NotificationListener:
 
     def _connect(self) -> psycopg.Connection[Any]:
         s = self.settings
+        url = libpq_url(s.url)
+        name = conninfo_to_dict(url).get("application_name") or s.application_name
         return psycopg.connect(
-            libpq_url(s.url),
+            url,
             autocommit=True,
             connect_timeout=s.connect_timeout,
-            application_name=s.application_name,
+            # pg_stat_activity tells the listening session from the pooled ones.
+            application_name=f"{name} (listen)",
             # A silently dropped network path is found by TCP keepalives even while
             # no notification and no keepalive query is in flight.
             keepalives=1,
