@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import pickle
 import threading
@@ -15,12 +16,13 @@ from pynenc import Pynenc
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.broker.sql import channel_name
+from pynenc_postgres.broker.waiting import ClaimLoop
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.models import QUEUE_STORAGE_PARAMETERS
 from pynenc_postgres.db.notify import NotificationListener, stop_all_listeners
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.db.wakeups import Notifier
+from pynenc_postgres.db.wakeups import Notifier, get_notifier
 from tests.broker.conftest import build_app
 
 # Long enough that a consumer returning early was woken, not timed out.
@@ -487,3 +489,29 @@ def test_an_unknown_claim_synchronous_commit_is_refused(broker_url: str) -> None
     broker = broker_of(build_app(broker_url, postgres_broker_claim_synchronous_commit="later"))
     with pytest.raises(PostgresConfigError, match="postgres_broker_claim_synchronous_commit"):
         broker.retrieve_invocation()
+
+
+# -- the poll schedule ---------------------------------------------------------------
+
+
+def test_an_idle_poller_backs_off_to_the_longest_interval_and_work_resets_it() -> None:
+    """Claims of one idle consumer that polls: 0.02 s apart, doubling to 0.16 s; a claim
+    that finds work is followed by one at once, and the schedule starts over."""
+    notifier = get_notifier(DatabaseSettings(url="postgresql://unused/db"), "unused", "poll")
+    loop = ClaimLoop(notifier, poll_interval=0.02, poll_max_interval=0.16, recheck_interval=60)
+    times: list[float] = []
+
+    def claim() -> str | None:
+        times.append(time.monotonic())
+        return "found" if len(times) == 8 else None
+
+    # Claims due at 0, 0.02, 0.06, 0.14, 0.30, 0.46, 0.62: the 8th (0.78) comes later.
+    assert loop.retrieve("q:app", claim, timeout=0.7) is None
+    assert loop.retrieve("q:app", claim, timeout=5.0) == "found"
+    assert loop.retrieve("q:app", claim, timeout=0.05) is None
+    assert len(times) >= 10
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    for gap, planned in zip(gaps, [0.02, 0.04, 0.08, 0.16, 0.16, 0.16, 0.16], strict=False):
+        assert gap >= planned - 0.002  # never sooner than the schedule
+    assert gaps[7] < gaps[6]  # after the find: at once
+    assert 0.018 <= gaps[8] < gaps[6]  # then the first interval again
