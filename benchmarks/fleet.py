@@ -68,9 +68,13 @@ from benchmarks.server_counters import (
     short,
     snapshot,
 )
+from pynenc_postgres.capacity import idle_fleet
 from pynenc_postgres.db.engine import dispose_all
 
 REPO = Path(__file__).resolve().parent.parent
+OPERATIONS = REPO / "docs" / "operations.md"
+CAPACITY_WORKERS = 8
+CAPACITY_HOSTS = (1, 10, 50)
 RUNNER = "from benchmarks.fleet_app import app; app.runner.run()"
 STARTUP_SECONDS = 600.0
 REPORT_SECONDS = 300.0
@@ -474,10 +478,40 @@ def render_rows(report: Report, rows: list[Row], args: Any) -> None:
         report.say("| " + " | ".join(cells) + " |")
 
 
+def render_capacity(rows: list[Row], command: str) -> list[str]:
+    """The capacity table of docs/operations.md: the formula, next to this run's host."""
+    measured = {r.mode: r.idle for r in rows if r.workers == CAPACITY_WORKERS}
+    lines = [
+        f"Idle fleets of hosts with {CAPACITY_WORKERS} worker processes each, the defaults. "
+        "Formula: `pynenc_postgres.capacity.idle_fleet`; measured: one host of "
+        f"{CAPACITY_WORKERS} workers by `{command}`, times the number of hosts (the poll "
+        "row measured without the pooler: the transactions are the same).",
+        "",
+        "| hosts | wake-up | server sessions | idle transactions/s (formula) | measured |",
+        "| ---: | --- | ---: | ---: | ---: |",
+    ]
+    for hosts in CAPACITY_HOSTS:
+        for mode, label in (("listen", "listen, direct"), ("poll", "poll, behind PgBouncer")):
+            load = idle_fleet(hosts, CAPACITY_WORKERS, wakeup=mode)
+            sessions = (
+                f"{load.sessions}"
+                if mode == "listen"
+                else f"PgBouncer's pool ({load.sessions} client connections)"
+            )
+            idle = measured.get(mode)
+            seen = f"{idle.commits_per_second * hosts:.1f}" if idle else "not run"
+            lines.append(
+                f"| {hosts} | {label} | {sessions} | {load.transactions_per_second:.1f} | {seen} |"
+            )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--postgres-url", help="a server with pg_stat_statements loaded")
-    parser.add_argument("--workers", default="1,4,16,32", help="worker processes, e.g. 1,4,16")
+    parser.add_argument(
+        "--workers", default="1,4,8,16,32", help="worker processes, e.g. 1,4,16 (8: capacity)"
+    )
     parser.add_argument("--modes", default="listen,poll")
     parser.add_argument("--settle", type=float, default=10.0, help="idle seconds before measuring")
     parser.add_argument("--idle", type=float, default=30.0, help="seconds of the idle window")
@@ -582,8 +616,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         report.say()
         statement_table(report, backlog.idle.counters, backlog.idle.seconds)
+    capacity = render_capacity(rows, command)
+    print()
+    print("\n".join(capacity))
     if args.write_docs:
         replace_section("fleet", "\n".join(report.lines))
+        if any(r.workers == CAPACITY_WORKERS for r in rows):
+            replace_section("capacity", "\n".join(capacity), OPERATIONS)
     return 0
 
 
