@@ -222,7 +222,12 @@ class Leadership:
         self.dispatcher.leave(peer)
 
     def close(self) -> None:
+        """Stop leading: the followers see their connection close and elect anew."""
         self._stopped = True
+        for key in list(self._selector.get_map().values()):
+            peer = key.data
+            if isinstance(peer, RemotePeer):
+                peer.close()
         try:
             self.server.close()
         except OSError:
