@@ -17,11 +17,13 @@ PostgreSQL 18 that counts statements (:mod:`benchmarks.server_counters`):
 * **burst**: ``--burst`` tasks submitted in one batch (``parallelize``), timed from the
   submission to the last task's start report: tasks/s and transactions per task.
 
-Then the **backlog**: ``--backlog`` invocations of the same app are seeded as queued
-(REGISTERED, in a queue the fleet does not consume) with ``INSERT ... SELECT
-generate_series``, the tables analyzed, and the fleet of ``--backlog-workers`` processes
-measured again: the shared buffers per call of every statement its idle loop sends, and
-the burst's tasks/s against the empty-backlog burst of the same size and mode.
+Then the **backlog**: one fleet of ``--backlog-workers`` processes runs bursts with and
+without ``--backlog`` queued invocations of the same app (REGISTERED, in a queue the
+fleet does not consume), ``--backlog-rounds`` times in turn (every other round with the
+backlog first): the backlog is seeded with ``INSERT ... SELECT generate_series`` and
+analyzed before each burst with it, and deleted after. The ratio of tasks/s is the
+median over the rounds; the idle window over the backlog gives the shared buffers per
+call of every statement the idle loop sends.
 
 The task reports to the benchmark over UDP, and the client never polls results, so the
 counts are the fleet's and the submissions' only. Run it with ``python -m
@@ -403,22 +405,61 @@ def seed_backlog(url: str, app_id: str, count: int) -> float:
     return time.monotonic() - began
 
 
+def remove_backlog(url: str, app_id: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        for table in ("pynenc_broker_message", "pynenc_orchestrator_invocation"):
+            conn.execute(
+                f"DELETE FROM {table} WHERE app_id = %s AND invocation_id LIKE 'backlog-%%'",
+                (app_id,),
+            )
+        conn.execute(
+            "DELETE FROM pynenc_invocation WHERE app_id = %s AND invocation_id LIKE 'backlog-%%'",
+            (app_id,),
+        )
+        conn.execute("VACUUM ANALYZE pynenc_broker_message, pynenc_orchestrator_invocation")
+
+
 @dataclass
 class Backlog:
+    """Bursts of one fleet without and with the backlog, alternating, and its idle loop."""
+
     count: int
     seed_seconds: float
     idle: Idle
-    burst: Burst
-    empty_burst: Burst | None
+    empty: list[Burst]
+    full: list[Burst]
+
+    @property
+    def ratio(self) -> float:
+        """Median over rounds of the backlog burst's tasks/s over the empty one's."""
+        pairs = zip(self.full, self.empty, strict=True)
+        return median([f.tasks_per_second / e.tasks_per_second for f, e in pairs])
 
 
-@contextmanager
-def fleet_with_backlog(
-    url: str, workers: int, mode: str, reports: Reports, log: Path, count: int
-) -> Iterator[tuple[Fleet, float]]:
-    with running_fleet(url, workers, mode, reports, log) as fleet:
-        seconds = seed_backlog(url, fleet.app_id, count)
-        yield fleet, seconds
+def measure_backlog(fleet: Fleet, url: str, reports: Reports, args: Any) -> Backlog:
+    empty: list[Burst] = []
+    full: list[Burst] = []
+    seeded = 0.0
+    idle: Idle | None = None
+    for round_number in range(args.backlog_rounds):
+        # Every other round runs the backlog first, so neither side always goes first.
+        backlog_first = round_number % 2 == 1
+        if not backlog_first:
+            empty.append(measure_burst(fleet, url, reports, args.burst))
+        seeded = seed_backlog(url, fleet.app_id, args.backlog)
+        if idle is None:
+            idle = measure_idle(fleet, url, args.settle, args.idle)
+        full.append(measure_burst(fleet, url, reports, args.burst))
+        remove_backlog(url, fleet.app_id)
+        if backlog_first:
+            empty.append(measure_burst(fleet, url, reports, args.burst))
+        print(
+            f"  round {round_number + 1}: {empty[-1].tasks_per_second:.0f} tasks/s empty, "
+            f"{full[-1].tasks_per_second:.0f} with the backlog",
+            flush=True,
+        )
+    assert idle is not None
+    return Backlog(args.backlog, seeded, idle, empty, full)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -521,6 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--backlog", type=int, default=100_000, help="0 skips the backlog run")
     parser.add_argument("--backlog-workers", type=int, default=16)
+    parser.add_argument("--backlog-rounds", type=int, default=3)
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.workers.split(",") if n]
@@ -569,20 +611,12 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
         if args.backlog:
             for mode in modes:
-                workers = args.backlog_workers
-                with fleet_with_backlog(db.url, workers, mode, reports, log, args.backlog) as (
-                    fleet,
-                    seeded,
-                ):
-                    idle = measure_idle(fleet, db.url, args.settle, args.idle)
-                    burst = measure_burst(fleet, db.url, reports, args.burst)
-                empty = next(
-                    (r.burst for r in rows if r.mode == mode and r.workers == workers), None
-                )
-                backlogs.append((mode, Backlog(args.backlog, seeded, idle, burst, empty)))
+                with running_fleet(db.url, args.backlog_workers, mode, reports, log) as fleet:
+                    backlog = measure_backlog(fleet, db.url, reports, args)
+                backlogs.append((mode, backlog))
                 print(
-                    f"{mode} backlog of {args.backlog}: burst {burst.tasks_per_second:.0f} "
-                    f"tasks/s; idle {idle.statements_per_second:.1f} statements/s",
+                    f"{mode} backlog of {args.backlog}: {backlog.ratio:.2f}x the empty run; "
+                    f"idle {backlog.idle.statements_per_second:.1f} statements/s",
                     flush=True,
                 )
         load.append(load_average())
@@ -602,17 +636,16 @@ def main(argv: list[str] | None = None) -> int:
     render_rows(report, rows, args)
     for mode, backlog in backlogs:
         report.say()
-        ratio = (
-            f"; against the empty-backlog burst of the same fleet: "
-            f"{backlog.burst.tasks_per_second / backlog.empty_burst.tasks_per_second:.2f}x"
-            if backlog.empty_burst
-            else ""
+        rates = ", ".join(
+            f"{e.tasks_per_second:.0f} / {f.tasks_per_second:.0f}"
+            for e, f in zip(backlog.empty, backlog.full, strict=True)
         )
         report.say(
             f"Backlog of {backlog.count:,} queued invocations ({mode}, {args.backlog_workers} "
-            f"workers; seeded and analyzed in {backlog.seed_seconds:.1f} s): burst "
-            f"{backlog.burst.tasks_per_second:.0f} tasks/s{ratio}; idle "
-            f"{backlog.idle.commits_per_second:.1f} tx/s. Statements of the idle window:"
+            f"workers; seeded and analyzed in {backlog.seed_seconds:.1f} s): bursts of "
+            f"{args.burst} without / with it, alternating in one fleet: {rates} tasks/s; "
+            f"median ratio {backlog.ratio:.2f}x. Idle over the backlog: "
+            f"{backlog.idle.commits_per_second:.1f} tx/s; its statements:"
         )
         report.say()
         statement_table(report, backlog.idle.counters, backlog.idle.seconds)
