@@ -76,11 +76,23 @@ def test_a_hint_older_than_an_empty_claim_is_dropped() -> None:
     """That claim saw the row (committed before its notification) and found none."""
     a = Process()
     dispatcher = host(a)
-    dispatcher.notified(Event(ROUTES, KEY, 1))  # nobody idle: a hint
+    dispatcher.idle(a, 9, KEY, since_claim=0.0, lease=60)
+    dispatcher.cancel(a, 9, KEY)  # it took work on its own: nobody idle
+    dispatcher.notified(Event(ROUTES, KEY, 1))  # a hint
     time.sleep(0.01)
     dispatcher.idle(a, 1, KEY, since_claim=0.0, lease=60)  # claim began after the hint
     assert a.wakes() == []
     assert dispatcher.waiting(KEY) == 1
+    dispatcher.idle(a, 2, KEY, since_claim=10.0, lease=60)  # and it is gone for good
+    assert a.wakes() == []
+
+
+def test_routes_to_a_queue_nobody_here_consumes_are_not_kept() -> None:
+    a = Process()
+    dispatcher = host(a)
+    dispatcher.notified(Event(ROUTES, "other:app", 5))
+    dispatcher.idle(a, 1, "other:app", since_claim=10.0, lease=60)
+    assert a.wakes() == []
 
 
 def test_a_consumer_whose_lease_ran_out_is_not_woken() -> None:

@@ -6,7 +6,8 @@ its empty claim began and for how long it waits (its *lease*). A notification th
 ``n`` invocations were routed under a key wakes up to ``n`` of that key's idle consumers,
 the most recently idle first, so the others sleep on and send nothing to the server.
 
-What no idle consumer takes is kept as a *hint*, stamped with its arrival. A consumer
+What no idle consumer takes is kept as a *hint*, stamped with its arrival (for the
+queues this host's consumers ever waited for; the channel carries every app's). A consumer
 that reports idle gets a hint that arrived after its empty claim began at once: its
 claim may have looked at the table before those rows were committed. Hints older than
 its claim are dropped: that claim saw their rows (a notification is delivered only after
@@ -157,7 +158,8 @@ class Dispatcher:
     def everyone(self) -> None:
         """Every consumer looks at the table again (a notification may have been missed)."""
         with self._lock:
-            self._idle.clear()
+            for seats in self._idle.values():
+                seats.clear()  # the keys stay known: later routes to them are hints
             self._hints.clear()
             self._unacked.clear()
         self._broadcast({"t": "gen"})
@@ -177,6 +179,8 @@ class Dispatcher:
         out: list[tuple[Peer, Message]] = []
         with self._lock:
             seats = self._idle.get(key)
+            if seats is None:
+                return  # no consumer of this host ever waited for this queue
             while count > 0 and seats:
                 (peer, seat), lease_end = seats.popitem(last=True)
                 if lease_end <= now:
