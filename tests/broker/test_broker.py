@@ -184,6 +184,31 @@ def test_an_idle_consumer_is_woken_by_the_notify_of_a_route(broker_url: str) -> 
     assert notifier.wakes == wakes + 1
 
 
+def test_with_process_scope_each_process_listens_for_its_own_consumers(
+    broker_url: str,
+) -> None:
+    """The fallback where abstract socket names do not exist (and by choice elsewhere)."""
+    broker = broker_of(
+        build_app(
+            broker_url, queue_timeout_sec=LONG_WAIT_SEC, postgres_broker_listener_scope="process"
+        )
+    )
+    notifier = notifier_of(broker)
+    assert (notifier.scope, notifier.role) == ("process", "leader")
+    consumer = start_waiting(broker)
+    route_unannounced(broker_url, broker, "woken")
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (broker.sql.channel, f"default:{broker.app_id}"))
+    assert consumer.join() == "woken"
+    assert consumer.elapsed < LONG_WAIT_SEC
+
+
+def test_an_unknown_listener_scope_names_the_field_and_the_choices(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, postgres_broker_listener_scope="rack"))
+    with pytest.raises(PostgresConfigError, match=r"postgres_broker_listener_scope.*'host'"):
+        broker.retrieve_invocation()
+
+
 def test_a_batch_route_wakes_every_idle_consumer_of_the_queue(broker_url: str) -> None:
     broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
     notifier = notifier_of(broker)
