@@ -143,7 +143,7 @@ def purge(target: Target) -> None:
 def latency_consumer(target: Target, wakeup: str, samples: int, pipe: Any) -> None:
     try:
         broker = build_app(target, queue_timeout_sec=5.0, postgres_broker_wakeup=wakeup).broker
-        broker.wakeups().token("start")  # the LISTEN connection is open before we start
+        broker.notifier().start()  # the LISTEN connection is open before we start
         pipe.send("ready")
         for _ in range(samples):
             taken = broker.retrieve_invocation()

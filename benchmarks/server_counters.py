@@ -26,13 +26,22 @@ from benchmarks.common import URL_ENV
 SETTLE_SECONDS = 11.0
 """Quiet time after which every idle session has published its counts."""
 
+UNCOUNTED = "/* uncounted */"
+"""Put in a benchmark's own statement to leave it out of the counts."""
+
 # Statements the measurement itself sends, left out of the counts.
-_OWN_STATEMENTS = ("pg_stat_statements", "pg_stat_database", "pg_stat_user_tables")
+_OWN_STATEMENTS = ("pg_stat_statements", "pg_stat_database", "pg_stat_user_tables", UNCOUNTED)
 
 
 @contextmanager
-def counting_postgres_server(url: str | None = None) -> Iterator[str]:
-    """The admin URL of a server that counts statements (see the module docstring)."""
+def counting_postgres_server(
+    url: str | None = None, settings: dict[str, str] | None = None
+) -> Iterator[str]:
+    """The admin URL of a server that counts statements (see the module docstring).
+
+    :param settings: ``postgresql.conf`` settings of the embedded server (a server named
+        by ``url`` keeps its own).
+    """
     url = url or os.environ.get(URL_ENV)
     if url:
         yield url
@@ -41,7 +50,7 @@ def counting_postgres_server(url: str | None = None) -> Iterator[str]:
 
     print(f"{URL_ENV} is not set: starting an embedded PostgreSQL with pg_stat_statements.")
     data_dir = Path(tempfile.mkdtemp(prefix="pynenc-bench-pg-")) / "data"
-    embedded = start_counting_embedded_postgres(data_dir)
+    embedded = start_counting_embedded_postgres(data_dir, settings=settings)
     try:
         yield embedded.url
     finally:

@@ -145,7 +145,17 @@ class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres, ConfigSQLit
     ``sqlite_db_path`` (from pynenc's ``ConfigSQLite``) is not used. pynenc's
     integration suite checks that configuration reaches spawned workers by reading
     ``orchestrator.conf.sqlite_db_path`` in a worker, so the field is kept readable.
+
+    :cvar ConfigField[float] postgres_heartbeat_interval_sec:
+        Shortest time between two heartbeat writes of one runner from one process.
+        pynenc's runners report heartbeats several times a second; a runner is dead
+        only after ``runner_considered_dead_after_minutes``. Writes closer together
+        than this are skipped, and the interval never exceeds a sixth of the time
+        after which a runner is dead. A runner's first heartbeat, and a change of its
+        queues or of its right to run the atomic service, are always written.
     """
+
+    postgres_heartbeat_interval_sec = ConfigField(5.0)
 
 
 class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):
@@ -161,21 +171,35 @@ class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):
         mode for a transaction-mode pooler (PgBouncer ``pool_mode = transaction``),
         where ``LISTEN`` does not work. ``auto`` (default): ``poll`` when
         ``postgres_apply_settings`` is ``transaction`` (the setting of a
-        transaction-mode pooler), else ``listen``.
+        transaction-mode pooler), else ``listen``, which finds out whether
+        notifications arrive (its own probe) and polls, with a warning, if they do not.
     :cvar ConfigField[float] postgres_broker_poll_interval_sec:
-        Seconds between claims of an idle consumer in ``poll`` mode, and while the
-        ``LISTEN`` connection is down in ``listen`` mode.
+        Seconds before an idle consumer claims again in ``poll`` mode, and while the
+        ``LISTEN`` connection is down in ``listen`` mode; doubled after each empty claim.
     :cvar ConfigField[str] postgres_broker_claim_synchronous_commit:
         ``synchronous_commit`` of the statement that takes an invocation from the queue
         (default ``off``): it does not wait for its WAL flush. Routing always keeps the
         connection's setting. A server crash right after a claim can only bring that
         invocation back to the queue, and pynenc's status check skips it when it is
         taken again. Empty keeps the connection's setting for claims too.
+    :cvar ConfigField[float] postgres_broker_poll_max_interval_sec:
+        Longest interval between claims of an idle consumer that polls: each empty
+        claim doubles the interval, from ``postgres_broker_poll_interval_sec`` up to this.
+    :cvar ConfigField[float] postgres_broker_recheck_interval_sec:
+        Longest time an idle consumer goes without a claim while notifications are live:
+        a wake-up lost in a way nobody noticed costs at most this much latency.
+    :cvar ConfigField[str] postgres_broker_listener_scope:
+        ``host`` (default): one ``LISTEN`` connection per host (Linux network namespace),
+        held by one of its processes, which wakes one idle consumer per routed invocation.
+        ``process``: one ``LISTEN`` connection per process, the fallback on other systems.
     """
 
     postgres_broker_wakeup = ConfigField("auto")
     postgres_broker_poll_interval_sec = ConfigField(0.05)
     postgres_broker_claim_synchronous_commit = ConfigField("off")
+    postgres_broker_poll_max_interval_sec = ConfigField(2.0)
+    postgres_broker_recheck_interval_sec = ConfigField(5.0)
+    postgres_broker_listener_scope = ConfigField("host")
 
 
 class ConfigClientDataStorePostgres(ConfigClientDataStore, ConfigPostgres):

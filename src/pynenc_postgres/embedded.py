@@ -55,12 +55,14 @@ def start_embedded_postgres(data_dir: Path, *, delete_on_stop: bool = False) -> 
 
 
 def start_counting_embedded_postgres(
-    data_dir: Path, *, delete_on_stop: bool = True
+    data_dir: Path, *, delete_on_stop: bool = True, settings: dict[str, str] | None = None
 ) -> EmbeddedPostgres:
     """An embedded server that loads ``pg_stat_statements`` (benchmarks count statements).
 
     The library must be loaded at server start: the server is initialised, stopped, given
     ``shared_preload_libraries`` and started again.
+
+    :param settings: more ``postgresql.conf`` lines, e.g. ``{"max_connections": "300"}``.
     """
     first = start_embedded_postgres(data_dir, delete_on_stop=False)
     first.stop()
@@ -70,4 +72,6 @@ def start_counting_embedded_postgres(
             "pg_stat_statements.track = 'all'\n"
             "track_io_timing = on\n"
         )
+        for name, value in (settings or {}).items():
+            conf.write(f"{name} = {value}\n")
     return start_embedded_postgres(data_dir, delete_on_stop=delete_on_stop)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import pickle
 import threading
@@ -15,11 +16,13 @@ from pynenc import Pynenc
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.broker.sql import channel_name
+from pynenc_postgres.broker.waiting import ClaimLoop
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.models import QUEUE_STORAGE_PARAMETERS
-from pynenc_postgres.db.notify import NotificationListener, PollingWakeups, stop_all_listeners
+from pynenc_postgres.db.notify import NotificationListener, stop_all_listeners
 from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.db.wakeups import Notifier, get_notifier
 from tests.broker.conftest import build_app
 
 # Long enough that a consumer returning early was woken, not timed out.
@@ -61,19 +64,36 @@ class WaitingConsumer:
         return self.result[0]
 
 
+def notifier_of(broker: PostgresBroker) -> Notifier:
+    notifier = broker.notifier()
+    notifier.start()
+    return notifier
+
+
 def listener_of(broker: PostgresBroker) -> NotificationListener:
-    wakeups = broker.wakeups()
-    assert isinstance(wakeups, NotificationListener)
-    return wakeups
+    """The LISTEN connection of this process, which leads its (simulated) host."""
+    listener = notifier_of(broker).listener
+    assert listener is not None
+    return listener
 
 
 def start_waiting(broker: PostgresBroker, queue_name: str = "default") -> WaitingConsumer:
-    """A consumer blocked on the listener (past its empty claim), ready to be woken."""
-    listener = listener_of(broker)
+    """A consumer blocked on the notifier (past its empty claim), ready to be woken."""
+    notifier = notifier_of(broker)
     key = broker.wake_key(broker.app_id, queue_name)
     consumer = WaitingConsumer(broker, queue_name)
-    wait_until(lambda: listener.waiters(key) == 1, "the consumer to wait for a notification")
+    wait_until(lambda: notifier.waiting(key) == 1, "the consumer to wait for a notification")
     return consumer
+
+
+def route_unannounced(url: str, broker: PostgresBroker, invocation_id: str) -> None:
+    """Queue a row as a route whose notification was lost: no NOTIFY, another session."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pynenc_broker_message (app_id, queue_name, priority, invocation_id) "
+            "VALUES (%s, 'default', 0, %s)",
+            (broker.app_id, invocation_id),
+        )
 
 
 # -- ordering and scope ------------------------------------------------------------
@@ -140,25 +160,71 @@ def test_claims_take_one_statement_backed_by_the_claim_index(broker_url: str) ->
 def test_an_idle_consumer_is_woken_by_the_notify_of_a_route(broker_url: str) -> None:
     broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
     consumer = start_waiting(broker)
-    received = listener_of(broker).notifications
+    notifier = notifier_of(broker)
+    received, wakes = listener_of(broker).notifications, notifier.wakes
 
-    broker.route_invocation("woken", "default", 0.0)
+    # Routed by another process (no local shortcut): only the notification wakes it.
+    other = broker_of(build_app(broker_url, app_id=broker.app_id))
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute(
+            other.sql.route_one,
+            (
+                broker.app_id,
+                "default",
+                0.0,
+                "woken",
+                broker.sql.channel,
+                f"default:{broker.app_id}",
+            ),
+        )
 
     assert consumer.join() == "woken"
     assert consumer.elapsed < LONG_WAIT_SEC
     assert listener_of(broker).notifications > received
+    assert notifier.wakes == wakes + 1
+
+
+def test_with_process_scope_each_process_listens_for_its_own_consumers(
+    broker_url: str,
+) -> None:
+    """The fallback where abstract socket names do not exist (and by choice elsewhere)."""
+    broker = broker_of(
+        build_app(
+            broker_url, queue_timeout_sec=LONG_WAIT_SEC, postgres_broker_listener_scope="process"
+        )
+    )
+    notifier = notifier_of(broker)
+    assert (notifier.scope, notifier.role) == ("process", "leader")
+    consumer = start_waiting(broker)
+    route_unannounced(broker_url, broker, "woken")
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (broker.sql.channel, f"default:{broker.app_id}"))
+    assert consumer.join() == "woken"
+    assert consumer.elapsed < LONG_WAIT_SEC
+
+
+def test_an_unknown_listener_scope_names_the_field_and_the_choices(broker_url: str) -> None:
+    broker = broker_of(build_app(broker_url, postgres_broker_listener_scope="rack"))
+    with pytest.raises(PostgresConfigError, match=r"postgres_broker_listener_scope.*'host'"):
+        broker.retrieve_invocation()
 
 
 def test_a_batch_route_wakes_every_idle_consumer_of_the_queue(broker_url: str) -> None:
     broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
-    listener = listener_of(broker)
+    notifier = notifier_of(broker)
     key = broker.wake_key(broker.app_id, "default")
     consumers = [WaitingConsumer(broker) for _ in range(3)]
-    wait_until(lambda: listener.waiters(key) == 3, "three consumers to wait")
+    wait_until(lambda: notifier.waiting(key) == 3, "three consumers to wait")
+    wakes = notifier.wakes
 
-    broker.route_invocations(["x", "y", "z"], "default", 0.0)
+    route_unannounced(broker_url, broker, "x")
+    route_unannounced(broker_url, broker, "y")
+    route_unannounced(broker_url, broker, "z")
+    with psycopg.connect(broker_url, autocommit=True) as conn:  # one notification for three
+        conn.execute("SELECT pg_notify(%s, %s)", (broker.sql.channel, f"#3:{key}"))
 
     assert sorted(consumer.join() for consumer in consumers) == ["x", "y", "z"]
+    assert notifier.wakes == wakes + 3
 
 
 def test_a_route_to_another_queue_or_app_does_not_end_the_wait(broker_url: str) -> None:
@@ -167,12 +233,14 @@ def test_a_route_to_another_queue_or_app_does_not_end_the_wait(broker_url: str) 
     other_app = broker_of(build_app(broker_url))
     consumer = start_waiting(broker)
     listener = listener_of(broker)
+    wakes = notifier_of(broker).wakes
 
     received = listener.notifications
     broker.route_invocation("elsewhere", "other", 0.0)
     other_app.route_invocation("not mine", "default", 0.0)
     wait_until(lambda: listener.notifications >= received + 2, "both notifications")
     assert consumer.thread.is_alive()
+    assert notifier_of(broker).wakes == wakes
 
     broker.route_invocation("mine", "default", 0.0)
     assert consumer.join() == "mine"
@@ -196,10 +264,10 @@ def test_poll_mode_opens_no_listen_connection_and_still_delivers(broker_url: str
         )
     )
     assert broker.wakeup_mode == "poll"
-    assert isinstance(broker.wakeups(), PollingWakeups)
+    assert broker.notifier().scope == "poll"
     consumer = WaitingConsumer(broker)
 
-    broker.route_invocation("polled", "default", 0.0)
+    route_unannounced(broker_url, broker, "polled")
 
     assert consumer.join() == "polled"
     assert consumer.elapsed < LONG_WAIT_SEC
@@ -232,7 +300,6 @@ def test_an_unknown_wakeup_mode_names_the_field_and_the_choices(broker_url: str)
 def test_the_listener_reconnects_after_its_connection_is_killed(broker_url: str) -> None:
     broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
     listener = listener_of(broker)
-    listener.token("warm-up")  # starts it
     first_pid = listener.backend_pid
     assert first_pid is not None
 
@@ -245,10 +312,49 @@ def test_the_listener_reconnects_after_its_connection_is_killed(broker_url: str)
     assert listener.reconnects >= 1
 
     consumer = start_waiting(broker)
-    received = listener.notifications
-    broker.route_invocation("after reconnect", "default", 0.0)
+    wakes = notifier_of(broker).wakes
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute(
+            broker.sql.route_one,
+            (
+                broker.app_id,
+                "default",
+                0.0,
+                "after reconnect",
+                broker.sql.channel,
+                f"default:{broker.app_id}",
+            ),
+        )
     assert consumer.join() == "after reconnect"
-    assert listener.notifications > received
+    assert notifier_of(broker).wakes == wakes + 1
+
+
+def test_work_routed_while_the_listener_reconnects_is_found_by_a_recheck(
+    broker_url: str,
+) -> None:
+    """Whatever was routed while nobody listened, its notification is lost: when the
+    LISTEN is back, every idle consumer looks at the table again."""
+    broker = broker_of(
+        build_app(
+            broker_url,
+            queue_timeout_sec=LONG_WAIT_SEC,
+            # Neither polling nor the periodic re-check comes within the test's wait.
+            postgres_broker_poll_interval_sec=LONG_WAIT_SEC,
+            postgres_broker_recheck_interval_sec=10 * LONG_WAIT_SEC,
+        )
+    )
+    consumer = start_waiting(broker)
+    notifier = notifier_of(broker)
+    listener = listener_of(broker)
+    first_pid = listener.backend_pid
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+    wait_until(lambda: not notifier.live, "the listener to notice")
+    route_unannounced(broker_url, broker, "routed while nobody listened")
+
+    assert consumer.join() == "routed while nobody listened"
+    assert consumer.elapsed < LONG_WAIT_SEC
+    assert listener.reconnects >= 1 and listener.backend_pid != first_pid
 
 
 def test_a_consumer_waiting_while_the_listener_is_down_polls(broker_url: str) -> None:
@@ -259,12 +365,12 @@ def test_a_consumer_waiting_while_the_listener_is_down_polls(broker_url: str) ->
         )
     )
     listener = listener_of(broker)
-    listener.token("warm-up")
     listener.stop()  # as if the connection were gone for good
     assert not listener.connected
+    assert not notifier_of(broker).live
 
     consumer = WaitingConsumer(broker)
-    broker.route_invocation("polled meanwhile", "default", 0.0)
+    route_unannounced(broker_url, broker, "polled meanwhile")
 
     assert consumer.join() == "polled meanwhile"
 
@@ -303,10 +409,9 @@ def test_a_long_schema_name_gets_a_channel_within_the_identifier_limit(
 
 def _take_in_forked_child(broker: PostgresBroker, results: Any) -> None:
     try:
-        listener = broker.wakeups()
-        assert isinstance(listener, NotificationListener)
-        listener.token("child")
-        results.put({"listener_pid": listener.backend_pid, "taken": broker.retrieve_invocation()})
+        notifier = broker.notifier()
+        notifier.start()
+        results.put({"role": notifier.role, "taken": broker.retrieve_invocation()})
     except BaseException as exc:
         results.put({"error": repr(exc)})
         raise
@@ -315,15 +420,15 @@ def _take_in_forked_child(broker: PostgresBroker, results: Any) -> None:
 
 
 # The parent's listening thread is what makes it multi-threaded; the child never uses it
-# (its at-fork handler drops the listener), which is the point of the test.
+# (its at-fork handler drops the parent's notifier), which is the point of the test.
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_listens_on_its_own_connection_and_the_parent_keeps_its_own(
+def test_a_forked_child_follows_the_parent_and_the_parent_keeps_leading(
     broker_url: str,
 ) -> None:
     broker = broker_of(build_app(broker_url, queue_timeout_sec=LONG_WAIT_SEC))
-    parent_listener = listener_of(broker)
-    parent_listener.token("parent")
-    parent_pid = parent_listener.backend_pid
+    parent = notifier_of(broker)
+    assert parent.role == "leader"
+    parent_pid = listener_of(broker).backend_pid
     broker.route_invocation("for the child", "default", 0.0)
 
     ctx = multiprocessing.get_context("fork")
@@ -334,14 +439,17 @@ def test_a_forked_child_listens_on_its_own_connection_and_the_parent_keeps_its_o
     child.join(DEADLINE_SEC)
 
     assert "error" not in report, report
-    assert report["taken"] == "for the child"
-    assert report["listener_pid"] not in (None, parent_pid)
+    # The child dropped the parent's socket and connection, and joined the host's
+    # notifier, which the parent leads: no LISTEN connection of its own.
+    assert report == {"role": "follower", "taken": "for the child"}
     assert child.exitcode == 0
-    # The child's exit closed nothing of the parent's: it is still listening.
-    assert listener_of(broker) is parent_listener
-    assert parent_listener.connected and parent_listener.backend_pid == parent_pid
+    # The child's exit closed nothing of the parent's: it still leads and listens.
+    assert broker.notifier() is parent
+    assert parent.live and listener_of(broker).backend_pid == parent_pid
     consumer = start_waiting(broker)
-    broker.route_invocation("for the parent", "default", 0.0)
+    route_unannounced(broker_url, broker, "for the parent")
+    with psycopg.connect(broker_url, autocommit=True) as conn:
+        conn.execute("SELECT pg_notify(%s, %s)", (broker.sql.channel, f"default:{broker.app_id}"))
     assert consumer.join() == "for the parent"
 
 
@@ -350,14 +458,15 @@ def test_pickling_carries_configuration_never_a_connection(broker_url: str) -> N
     broker = broker_of(app)
     broker.route_invocation("before", "default", 0.0)
     listener = listener_of(broker)
-    listener.token("pickle")
 
     copy = pickle.loads(pickle.dumps(broker))
 
-    assert copy._wakeups is None
+    assert copy._loop is None
     assert copy.retrieve_invocation() == "before"
     with pytest.raises(TypeError, match="never pickled"):
         pickle.dumps(listener)
+    with pytest.raises(TypeError, match="never pickled"):
+        pickle.dumps(broker.notifier())
 
 
 # -- the table -------------------------------------------------------------------
@@ -405,3 +514,29 @@ def test_an_unknown_claim_synchronous_commit_is_refused(broker_url: str) -> None
     broker = broker_of(build_app(broker_url, postgres_broker_claim_synchronous_commit="later"))
     with pytest.raises(PostgresConfigError, match="postgres_broker_claim_synchronous_commit"):
         broker.retrieve_invocation()
+
+
+# -- the poll schedule ---------------------------------------------------------------
+
+
+def test_an_idle_poller_backs_off_to_the_longest_interval_and_work_resets_it() -> None:
+    """Claims of one idle consumer that polls: 0.02 s apart, doubling to 0.16 s; a claim
+    that finds work is followed by one at once, and the schedule starts over."""
+    notifier = get_notifier(DatabaseSettings(url="postgresql://unused/db"), "unused", "poll")
+    loop = ClaimLoop(notifier, poll_interval=0.02, poll_max_interval=0.16, recheck_interval=60)
+    times: list[float] = []
+
+    def claim() -> str | None:
+        times.append(time.monotonic())
+        return "found" if len(times) == 8 else None
+
+    # Claims due at 0, 0.02, 0.06, 0.14, 0.30, 0.46, 0.62: the 8th (0.78) comes later.
+    assert loop.retrieve("q:app", claim, timeout=0.7) is None
+    assert loop.retrieve("q:app", claim, timeout=5.0) == "found"
+    assert loop.retrieve("q:app", claim, timeout=0.05) is None
+    assert len(times) >= 10
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    for gap, planned in zip(gaps, [0.02, 0.04, 0.08, 0.16, 0.16, 0.16, 0.16], strict=False):
+        assert gap >= planned - 0.002  # never sooner than the schedule
+    assert gaps[7] < gaps[6]  # after the find: at once
+    assert 0.018 <= gaps[8] < gaps[6]  # then the first interval again

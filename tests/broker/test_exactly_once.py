@@ -103,10 +103,10 @@ def test_every_invocation_is_taken_exactly_once_in_routing_order(
 
     # Resolved by name from the environment, through the pynenc.plugins entry points.
     assert {cls for _, _, cls, _ in reports} == {"PostgresBroker+PostgresClientDataStore"}
-    # One LISTEN connection per process, shared by its threads.
-    listeners = {(pid, listener) for pid, listener, _, _ in reports}
-    assert len(listeners) == PROCESSES
-    assert None not in {listener for _, listener in listeners}
+    # One LISTEN connection for the host: one process leads, the others follow it.
+    roles = {pid: role for pid, role, _, _ in reports}
+    assert len(roles) == PROCESSES
+    assert sorted(roles.values()) == ["follower"] * (PROCESSES - 1) + ["leader"]
     # Work was spread: every process took some.
     assert len({pid for pid, _, _, ids in reports if ids}) == PROCESSES
 

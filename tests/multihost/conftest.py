@@ -128,6 +128,7 @@ class Cluster:
     app_id: str
     log_dir: Path
     runners: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    workers_per_host: int = WORKERS_PER_HOST
 
     @property
     def by_label(self) -> dict[str, Host]:
@@ -162,7 +163,7 @@ class Cluster:
             env.update(
                 {
                     "PYNENC__RUNNER_CLS": "PersistentProcessRunner",
-                    "PYNENC__NUM_PROCESSES": str(WORKERS_PER_HOST),
+                    "PYNENC__NUM_PROCESSES": str(self.workers_per_host),
                     "PYNENC__RUNNER_LOOP_SLEEP_TIME_SEC": "0.05",
                 }
             )
@@ -194,7 +195,7 @@ class Cluster:
         """Start a runner on every host and wait until all their workers are up."""
         for host in self.hosts:
             self.start_runner(host)
-        wanted = {host.hostname: WORKERS_PER_HOST for host in self.hosts}
+        wanted = {host.hostname: self.workers_per_host for host in self.hosts}
 
         def up() -> bool:
             self.check_runners_alive()

@@ -87,13 +87,17 @@ _STILL_HELD = f"SELECT NOT released FROM {HOLD_TABLE} WHERE hostname = %(hostnam
 RECONNECT_SECONDS = 300.0
 
 _connection: psycopg.Connection[tuple[object, ...]] | None = None
+TASK_SESSION = "multihost-task"
+"""``application_name`` of the task's own sessions (not the plugin's)."""
 
 
 def _side_effects() -> psycopg.Connection[tuple[object, ...]]:
     """This worker process's own connection to the test database (autocommit)."""
     global _connection
     if _connection is None or _connection.closed:
-        _connection = psycopg.connect(os.environ["PYNENC__POSTGRES_URL"], autocommit=True)
+        _connection = psycopg.connect(
+            os.environ["PYNENC__POSTGRES_URL"], autocommit=True, application_name=TASK_SESSION
+        )
     return _connection
 
 

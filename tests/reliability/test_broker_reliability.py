@@ -11,11 +11,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 from pynenc import Pynenc, PynencBuilder
 
 from pynenc_postgres.broker import PostgresBroker
+from pynenc_postgres.db import notify
 from pynenc_postgres.db.notify import NotificationListener, stop_all_listeners
 from tests.reliability.conftest import APP_PASSWORD, APP_ROLE, Dedicated
 from tests.reliability.test_pressure import bouncer_url, pgbouncer  # noqa: F401  (fixture)
@@ -105,9 +107,10 @@ def test_a_waiting_consumer_rides_out_a_server_restart(
         postgres_retry_attempts=30,
         postgres_retry_max_delay=1.0,
     )
-    listener = broker.wakeups()
+    notifier = broker.notifier()
+    notifier.start()
+    listener = notifier.listener
     assert isinstance(listener, NotificationListener)
-    listener.token("start")
     assert listener.connected
     caplog.set_level(logging.WARNING)
 
@@ -138,9 +141,10 @@ def test_the_listener_stays_connected_when_the_server_closes_idle_sessions(
         )
     )
     broker = build_broker(dedicated.app_url(database), queue_timeout_sec=LONG_WAIT_SEC)
-    listener = broker.wakeups()
+    notifier = broker.notifier()
+    notifier.start()
+    listener = notifier.listener
     assert isinstance(listener, NotificationListener)
-    listener.token("start")
     first_pid = listener.backend_pid
 
     # Three keepalives span more than the 1 s after which the server closes an idle session.
@@ -152,9 +156,64 @@ def test_the_listener_stays_connected_when_the_server_closes_idle_sessions(
     result: list[Any] = []
     consumer = threading.Thread(target=lambda: result.append(broker.retrieve_invocation()))
     consumer.start()
-    wait_until(lambda: listener.waiters(key) == 1, "the consumer to wait")
+    wait_until(lambda: notifier.waiting(key) == 1, "the consumer to wait")
     # The pool's connections sat idle longer than the timeout: the route is retried
     # on a fresh connection, and the NOTIFY still reaches the listener.
     broker.route_invocation("kept alive", "default", 0.0)
     consumer.join(LONG_WAIT_SEC + DEADLINE_SEC)
     assert result == ["kept alive"]
+
+
+def test_auto_finds_that_notifications_never_arrive_through_a_pooler_and_polls(
+    dedicated: Dedicated,
+    pgbouncer: int,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The role-level settings of docs/operations.md leave ``auto`` nothing to tell a
+    pooler by: it listens, finds that its own probes never come back, and polls."""
+    monkeypatch.setattr(notify, "PROBE_TIMEOUT_SEC", 0.5)
+    url = bouncer_url(pgbouncer, dedicated.new_database())
+    broker = build_broker(
+        url,
+        postgres_statement_timeout_ms=0,
+        postgres_synchronous_commit="",
+        postgres_prepare_threshold=-1,
+        queue_timeout_sec=LONG_WAIT_SEC,
+        postgres_broker_poll_interval_sec=0.05,
+        postgres_broker_poll_max_interval_sec=0.2,
+    )
+    assert broker.wakeup_mode == "listen"
+    caplog.set_level(logging.WARNING)
+    notifier = broker.notifier()
+    notifier.start()
+    listener = notifier.listener
+    assert listener is not None
+    wait_until(lambda: listener.deaf, "the listener to give up on notifications")
+    assert not notifier.live
+    assert any(
+        "never arrived" in r.getMessage() and "transaction-mode pooler" in r.getMessage()
+        for r in caplog.records
+    )
+    # The probes were sent and received by the server: only their delivery failed.
+    assert listener.notifications == 0
+
+    result: list[Any] = []
+    consumer = threading.Thread(target=lambda: result.append(broker.retrieve_invocation()))
+    consumer.start()
+    # Routed by another client, so only polling can find it.
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        conn.execute(
+            broker.sql.route_one,
+            (broker.app_id, "default", 0.0, "polled", broker.sql.channel, "x"),
+        )
+    consumer.join(LONG_WAIT_SEC + DEADLINE_SEC)
+    assert result == ["polled"]
+
+
+def test_directly_connected_notifications_are_live(dedicated: Dedicated) -> None:
+    broker = build_broker(dedicated.app_url(dedicated.new_database()))
+    notifier = broker.notifier()
+    notifier.start()
+    wait_until(lambda: notifier.live, "the probe to come back")
+    assert notifier.listener is not None and not notifier.listener.deaf

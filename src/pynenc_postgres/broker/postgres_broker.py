@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -12,10 +11,12 @@ from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_postgres.broker.sql import BrokerSql, statements
+from pynenc_postgres.broker.waiting import ClaimLoop
 from pynenc_postgres.conf import ConfigBrokerPostgres
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.errors import PostgresConfigError
-from pynenc_postgres.db.notify import PollingWakeups, Wakeups, get_listener, notify_payload
+from pynenc_postgres.db.notify import route_payload
+from pynenc_postgres.db.wakeups import Notifier, existing_notifiers, get_notifier
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 WAKEUP_MODES = ("auto", "listen", "poll")
+LISTENER_SCOPES = ("host", "process")
 SYNCHRONOUS_COMMIT_VALUES = frozenset(
     ("", "on", "off", "local", "remote_write", "remote_apply", "true", "false", "yes", "no")
 )
@@ -45,8 +47,8 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
 
     def __init__(self, app: Pynenc) -> None:
         super().__init__(app)
-        self._wakeups: Wakeups | None = None
-        self._wakeups_pid = 0
+        self._loop: ClaimLoop | None = None
+        self._loop_pid = 0
 
     @cached_property
     def conf(self) -> ConfigBrokerPostgres:
@@ -61,14 +63,19 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        # The LISTEN connection belongs to this process; a worker opens its own.
-        state["_wakeups"] = None
-        state["_wakeups_pid"] = 0
+        # The notifier's connections belong to this process; a worker opens its own.
+        state["_loop"] = None
+        state["_loop_pid"] = 0
         return state
 
     @property
     def wakeup_mode(self) -> str:
-        """``listen`` or ``poll``: how idle consumers of this process learn about work."""
+        """``listen`` or ``poll``: how idle consumers of this process learn about work.
+
+        ``auto`` is ``poll`` when ``postgres_apply_settings`` is ``transaction``, else
+        ``listen``; a ``listen`` whose own probe notifications never arrive (a
+        transaction-mode pooler) polls too, with a warning.
+        """
         mode = str(self.conf.postgres_broker_wakeup).strip().lower()
         if mode not in WAKEUP_MODES:
             raise PostgresConfigError(
@@ -80,18 +87,36 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
             return "poll" if self.settings.apply_settings == "transaction" else "listen"
         return mode
 
-    def wakeups(self) -> Wakeups:
-        """This process's wake-ups: its one ``LISTEN`` connection, or polling."""
-        wakeups = self._wakeups
-        if wakeups is None or self._wakeups_pid != os.getpid():
-            interval = float(self.conf.postgres_broker_poll_interval_sec)
-            if self.wakeup_mode == "listen":
-                wakeups = get_listener(self.settings, self.sql.channel, interval)
-            else:
-                wakeups = PollingWakeups(interval)
-            self._wakeups = wakeups
-            self._wakeups_pid = os.getpid()
-        return wakeups
+    @property
+    def listener_scope(self) -> str:
+        """``host``: one ``LISTEN`` connection per host (Linux); ``process``: one each."""
+        scope = str(self.conf.postgres_broker_listener_scope).strip().lower()
+        if scope not in LISTENER_SCOPES:
+            raise PostgresConfigError(
+                f"postgres_broker_listener_scope is {self.conf.postgres_broker_listener_scope!r}"
+                "; use 'host' (one LISTEN connection per host, shared by its processes) or "
+                "'process' (one per process)."
+            )
+        return scope
+
+    def notifier(self) -> Notifier:
+        """This process's notifier (its ``poll`` scope in poll mode)."""
+        return self.claim_loop().notifier
+
+    def claim_loop(self) -> ClaimLoop:
+        """This process's wait loop for idle consumers."""
+        loop = self._loop
+        if loop is None or self._loop_pid != os.getpid():
+            scope = self.listener_scope if self.wakeup_mode == "listen" else "poll"
+            loop = ClaimLoop(
+                get_notifier(self.settings, self.sql.channel, scope),
+                poll_interval=float(self.conf.postgres_broker_poll_interval_sec),
+                poll_max_interval=float(self.conf.postgres_broker_poll_max_interval_sec),
+                recheck_interval=float(self.conf.postgres_broker_recheck_interval_sec),
+            )
+            self._loop = loop
+            self._loop_pid = os.getpid()
+        return loop
 
     @staticmethod
     def wake_key(app_id: str, queue_name: str) -> str:
@@ -115,11 +140,13 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
     def _route_invocation(
         self, invocation_id: InvocationId, queue_name: str, priority: float
     ) -> None:
-        payload = notify_payload(self.wake_key(self.app_id, queue_name))
+        key = self.wake_key(self.app_id, queue_name)
+        payload = route_payload(key)
         self.db.execute(
             self.sql.route_one,
             (self.app_id, queue_name, priority, invocation_id, self.sql.channel, payload),
         )
+        self._routed(key)
 
     def _route_invocations(
         self,
@@ -129,7 +156,7 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
     ) -> None:
         if not invocation_ids:
             return
-        payload = notify_payload(self.wake_key(self.app_id, queue_name))
+        key = self.wake_key(self.app_id, queue_name)
         self.db.execute(
             self.sql.route_many,
             (
@@ -138,14 +165,24 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
                 priority,
                 [str(invocation_id) for invocation_id in invocation_ids],
                 self.sql.channel,
-                payload,
+                route_payload(key, len(invocation_ids)),
             ),
         )
+        self._routed(key)
+
+    def _routed(self, key: str) -> None:
+        """This process's own consumers of ``key`` look at once (no notification needed)."""
+        for notifier in existing_notifiers(self.settings, self.sql.channel):
+            notifier.routed(key)
 
     # -- consuming -----------------------------------------------------------------
 
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:
         """Take the next invocation of ``queue_name``, waiting up to ``queue_timeout_sec``.
+
+        A consumer whose last claim found the queue empty claims again only once
+        something may have changed (a notification woke it, this process routed work,
+        its re-check is due), or on the poll schedule without notifications.
 
         :param queue_name: the queue to take from; the first configured queue if None.
         :return: the invocation id, now removed from the queue, or None if none came.
@@ -159,31 +196,18 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
         """:meth:`retrieve_invocation`'s wait for work, around another claim statement.
 
         ``claim`` takes the head of ``queue_name`` and returns what it read, or None when
-        the queue was empty; it is called again on each wake-up until ``queue_timeout_sec``
-        has passed. The orchestrator passes a claim that also moves the invocation to
-        PENDING in the same statement.
+        the queue was empty; the claim loop calls it again only when the queue may hold
+        something new, until ``queue_timeout_sec`` has passed. The orchestrator passes a
+        claim that also moves the invocation to PENDING in the same statement.
 
         :param queue_name: the queue to take from.
         :param claim: one attempt to take the head of the queue.
         :return: what the first successful claim returned, or None if none came.
         """
         self._validate_queue_names((queue_name,))
-        wakeups = self.wakeups()
-        key = self.wake_key(self.app_id, queue_name)
-        deadline: float | None = None
-        while True:
-            # The token is taken before the claim looks at the table: work routed after
-            # that look makes the wait below return at once.
-            token = wakeups.token(key)
-            row = claim()
-            if row is not None:
-                return row
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + float(self.conf.queue_timeout_sec)
-            remaining = deadline - now
-            if remaining <= 0 or not wakeups.wait(key, token, remaining):
-                return None
+        return self.claim_loop().retrieve(
+            self.wake_key(self.app_id, queue_name), claim, float(self.conf.queue_timeout_sec)
+        )
 
     def claim_synchronous_commit(self) -> str:
         """The ``synchronous_commit`` of a claim's transaction; empty keeps the connection's."""

@@ -34,7 +34,7 @@ the write with :meth:`BorrowedTransaction.remember`, which lasts for the block o
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -56,7 +56,7 @@ from pynenc_postgres.db.errors import (
 from pynenc_postgres.db.sql import quote_ident
 
 if TYPE_CHECKING:
-    from pynenc_postgres.db.engine import Database
+    from pynenc_postgres.db.engine import Database, Params
 
 T = TypeVar("T")
 
@@ -197,7 +197,7 @@ class BorrowedTransaction:
                 "autocommit=False; SQLAlchemy: do not use isolation_level='AUTOCOMMIT')."
             )
 
-    def execute(self, db: Database, query: str, params: Sequence[Any]) -> psycopg.Cursor[Any]:
+    def execute(self, db: Database, query: str, params: Params) -> psycopg.Cursor[Any]:
         """Run one statement on the borrowed connection; its rows are tuples."""
         self._prepare(db)
         try:

@@ -650,20 +650,28 @@ class OrchestratorWaiting(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+HEARTBEAT_STORAGE_PARAMETERS = {
+    # Half of each page is left free, so a heartbeat's new row version fits on its page:
+    # with no index on the columns a heartbeat changes, the update is HOT (no index entry
+    # written, the old version pruned on the page without waiting for VACUUM).
+    "fillfactor": "50",
+}
+"""Storage parameters of ``pynenc_runner_heartbeat`` (see docs/operations.md)."""
+
+
 class RunnerHeartbeat(Base):
-    """Runners and their latest heartbeat, as the server's clock measured it."""
+    """Runners and their latest heartbeat, as the server's clock measured it.
+
+    No index covers a column that a heartbeat changes, so heartbeat updates are HOT.
+    """
 
     __tablename__ = tables.RUNNER_HEARTBEAT
     __table_args__ = (
-        Index(
-            "ix_pynenc_runner_heartbeat_app_id_last_heartbeat_at",
-            "app_id",
-            "last_heartbeat_at",
-        ),
         {
             "comment": "One row per runner (and worker) of an app with its latest heartbeat. "
             "A runner is dead once now() - last_heartbeat_at exceeds "
-            "runner_considered_dead_after_minutes."
+            "runner_considered_dead_after_minutes.",
+            "postgresql_with": HEARTBEAT_STORAGE_PARAMETERS,
         },
     )
 

@@ -1,30 +1,40 @@
-"""Wake-ups for idle consumers: ``LISTEN``/``NOTIFY`` with a polling fallback.
+"""``LISTEN``/``NOTIFY``: what a notification says, and the connection that receives them.
 
-A notification is only a hint that a table changed; the table stays the source of
-truth. A consumer takes a :meth:`~Wakeups.token` for its key *before* it looks at the
-table, and then waits for a notification newer than that token, so work that arrives
-between its look and its wait is never slept through.
+A notification is only a hint that a table changed; the table stays the source of truth.
+Every routing statement sends one on the broker's channel, committed with its rows; the
+payload says which queue of which app, and how many invocations:
 
-:class:`NotificationListener` keeps one dedicated connection per process and channel
-(never one of the pool's: ``LISTEN`` is session state) and reads it from a daemon
-thread, which reconnects and listens again after the connection drops. While it is
-disconnected, waiters poll. The listener belongs to the process that created it: a
-forked child drops it without touching its socket and opens its own on first use, and
-it cannot be pickled.
+* ``<queue>:<app>``: one invocation routed to that queue (queue names never contain
+  ``:``, so the first one separates the two);
+* ``#<n>:<queue>:<app>``: ``n`` invocations routed at once;
+* ``!<app>``: the app's blocking-control edges changed (an invocation now waits for
+  others);
+* ``?<token>``: a probe the listener sends itself to find out whether notifications
+  arrive at all (behind a transaction-mode pooler they do not);
+* ``""``: anything; every consumer looks at the table again (a payload too long for
+  Postgres' 8,000 bytes is sent empty).
 
-:class:`PollingWakeups` only sleeps: the mode for transaction-mode poolers, where a
-``LISTEN`` is lost as soon as the pooler hands the server connection to another client.
+Queue names match ``[A-Za-z0-9_.-]+``, so no queue key starts with ``#``, ``!`` or ``?``.
+
+:class:`NotificationListener` keeps one dedicated connection on a channel (never one of
+the pool's: ``LISTEN`` is session state) and reads it from a daemon thread, which
+reconnects and listens again after the connection drops. Which process of a host holds
+it, and how its notifications reach the consumers, is :mod:`pynenc_postgres.db.wakeups`'
+business.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+import secrets
 import threading
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from pynenc_postgres.db.errors import translate
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
@@ -33,7 +43,7 @@ from pynenc_postgres.db.sql import quote_ident
 logger = logging.getLogger(__name__)
 
 MAX_PAYLOAD_BYTES = 7999
-"""``NOTIFY`` payloads must be shorter than 8000 bytes; a longer key is sent as ``""``."""
+"""``NOTIFY`` payloads must be shorter than 8000 bytes; a longer one is sent as ``""``."""
 
 MAX_CHANNEL_BYTES = 63
 """Channel names are identifiers: at most 63 bytes (``NAMEDATALEN - 1``)."""
@@ -50,77 +60,112 @@ _IDLE_TIMEOUT_SQL = (
 _RECONNECT_INITIAL_DELAY = 0.1
 _RECONNECT_MAX_DELAY = 5.0
 
-Token = tuple[int, int]
+PROBE_TIMEOUT_SEC = 5.0
+"""How long a new ``LISTEN`` waits for its own probe before it counts as deaf."""
+PROBE_ATTEMPTS = 3
+"""Probes sent (on fresh connections) before notifications are declared not to arrive."""
+
+ROUTES = "routes"
+BLOCKING = "blocking"
+EVERYONE = "everyone"
+PROBE = "probe"
 
 
-class Wakeups(Protocol):
-    """How a consumer waits for new work under ``key`` (an app and queue, for the broker)."""
-
-    def token(self, key: str) -> Token:
-        """Take before looking at the table; :meth:`wait` returns once a newer event came."""
-
-    def wait(self, key: str, token: Token, timeout: float) -> bool:
-        """Sleep until an event for ``key`` newer than ``token``, or ``timeout`` seconds.
-
-        :return: False only when the whole ``timeout`` passed with the certainty that
-            nothing happened (so looking at the table again would find nothing new).
-        """
+def _fits(payload: str) -> bool:
+    return len(payload.encode("utf-8", "surrogatepass")) <= MAX_PAYLOAD_BYTES
 
 
-class PollingWakeups:
-    """Wake-ups without ``LISTEN``: every wait is one poll interval.
-
-    :param interval: seconds between two looks at the table.
-    """
-
-    def __init__(self, interval: float) -> None:
-        self.interval = interval
-
-    def token(self, key: str) -> Token:
-        return (0, 0)
-
-    def wait(self, key: str, token: Token, timeout: float) -> bool:
-        time.sleep(max(0.0, min(self.interval, timeout)))
-        return True
+def route_payload(key: str, count: int = 1) -> str:
+    """The payload announcing ``count`` invocations routed under ``key`` (``queue:app``)."""
+    payload = key if count == 1 else f"#{count}:{key}"
+    return payload if _fits(payload) else ""
 
 
 def notify_payload(key: str) -> str:
-    """The payload that wakes waiters of ``key``: the key, or ``""`` (everyone) if too long."""
-    return key if len(key.encode("utf-8", "surrogatepass")) <= MAX_PAYLOAD_BYTES else ""
+    """The payload announcing one invocation routed under ``key``."""
+    return route_payload(key, 1)
+
+
+def blocking_payload(app_id: str) -> str:
+    """The payload announcing that ``app_id``'s blocking-control edges changed."""
+    payload = f"!{app_id}"
+    return payload if _fits(payload) else ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """What one notification payload says.
+
+    :param kind: ``routes``, ``blocking``, ``everyone`` or ``probe``.
+    :param key: the queue key (``routes``), the app id (``blocking``), the probe token.
+    :param count: invocations routed (``routes``).
+    """
+
+    kind: str
+    key: str = ""
+    count: int = 1
+
+
+def parse_payload(payload: str) -> Event:
+    """The :class:`Event` of a payload; unknown forms wake everyone (a safe reading)."""
+    if not payload:
+        return Event(EVERYONE)
+    first = payload[0]
+    if first == "!":
+        return Event(BLOCKING, payload[1:])
+    if first == "?":
+        return Event(PROBE, payload[1:])
+    if first == "#":
+        count, sep, key = payload[1:].partition(":")
+        if sep and count.isdigit() and int(count) > 0:
+            return Event(ROUTES, key, int(count))
+        return Event(EVERYONE)
+    return Event(ROUTES, payload, 1)
 
 
 class NotificationListener:
-    """One ``LISTEN`` connection of this process on ``channel``, read by a daemon thread.
+    """One ``LISTEN`` connection on ``channel``, read by a daemon thread.
 
-    Payloads are keys: a notification with payload ``k`` wakes the waiters of ``k``;
-    an empty payload, a reconnection and a lost connection wake every waiter (a
-    notification may have been missed, so everyone looks at the table again).
+    After each ``LISTEN`` it sends a probe notification from another connection (the
+    process's pool) and waits for it: only once its probe arrived is it *live*. Behind
+    a transaction-mode pooler the probe never arrives; after :data:`PROBE_ATTEMPTS`
+    attempts the listener gives up for good (*deaf*), logs a warning and closes.
 
     :param settings: the database to listen on.
     :param channel: channel name, at most 63 bytes.
-    :param poll_interval: seconds between looks at the table while disconnected.
+    :param on_payload: called with every payload received (probes excepted).
+    :param on_live: called with True once live, with False when that ends.
+    :param send_probe: sends ``NOTIFY channel, payload`` from another connection.
+    :param on_tick: called about once a second while live.
     """
 
-    def __init__(self, settings: DatabaseSettings, channel: str, poll_interval: float) -> None:
+    def __init__(
+        self,
+        settings: DatabaseSettings,
+        channel: str,
+        on_payload: Callable[[str], None],
+        on_live: Callable[[bool], None],
+        send_probe: Callable[[str], None],
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
         if len(channel.encode()) > MAX_CHANNEL_BYTES:
             raise ValueError(f"channel name longer than {MAX_CHANNEL_BYTES} bytes: {channel!r}")
         self.settings = settings
         self.channel = channel
-        self.poll_interval = poll_interval
-        self.pid = os.getpid()
-        self._lock = threading.Lock()
-        self._conditions: dict[str, threading.Condition] = {}
-        self._key_events: dict[str, int] = {}
-        self._all_events = 0  # bumped by everything that wakes every waiter
-        self._connected = False
-        self._first_attempt = threading.Event()
+        self._on_payload = on_payload
+        self._on_live = on_live
+        self._send_probe = send_probe
+        self._on_tick = on_tick
         self._stopped = threading.Event()
+        self._first_attempt = threading.Event()
         self._thread: threading.Thread | None = None
-        self._waiting: dict[str, int] = {}
+        self._live = False
+        self.deaf = False
+        """True once probes never arrived: notifications cannot reach this server session."""
         self.reconnects = 0
         """Connections opened after the first one (the first dropped or was refused)."""
         self.notifications = 0
-        """Notifications received, for monitoring and tests."""
+        """Notifications received, probes included, for monitoring and tests."""
         self.keepalives = 0
         """Keepalive queries sent on the listening connection."""
         self.backend_pid: int | None = None
@@ -133,99 +178,44 @@ class NotificationListener:
         raise TypeError("a NotificationListener holds a live connection and is never pickled")
 
     @property
-    def connected(self) -> bool:
-        """True while the ``LISTEN`` is in place."""
-        return self._connected
+    def live(self) -> bool:
+        """True while the ``LISTEN`` is in place and its probe came back."""
+        return self._live
 
-    def start(self) -> None:
-        """Start the listening thread; wait (up to the connect timeout) for its first connect."""
-        with self._lock:
-            if self._stopped.is_set():
-                return  # stopped for good: waiters poll
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=f"pynenc-postgres-listen-{self.channel}", daemon=True
-                )
-                self._thread.start()
-        self._first_attempt.wait(self.settings.connect_timeout + 1.0)
+    @property
+    def connected(self) -> bool:
+        return self._live
+
+    def start(self, wait: float = 0.0) -> None:
+        """Start the listening thread; wait up to ``wait`` seconds for it to be live."""
+        if self._thread is None and not self._stopped.is_set():
+            self._thread = threading.Thread(
+                target=self._run, name=f"pynenc-postgres-listen-{self.channel}", daemon=True
+            )
+            self._thread.start()
+        if wait > 0:
+            self._first_attempt.wait(wait)
 
     def stop(self) -> None:
         """Stop listening; the thread closes its connection within a second."""
         self._stopped.set()
-        with self._lock:
-            self._connected = False
-            self._wake_everyone()
+        self._set_live(False)
 
-    def waiters(self, key: str) -> int:
-        """Threads of this process waiting for ``key`` right now."""
-        return self._waiting.get(key, 0)
-
-    def token(self, key: str) -> Token:
-        if self._thread is None:
-            self.start()
-        events = self._key_events.get(key)
-        if events is None:
-            # Count this key's notifications from now on; other keys' are ignored, so
-            # the bookkeeping is bounded by the keys this process consumes.
-            with self._lock:
-                events = self._key_events.setdefault(key, 0)
-                self._conditions.setdefault(key, threading.Condition(self._lock))
-        return (self._all_events, events)
-
-    def wait(self, key: str, token: Token, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            condition = self._conditions.get(key)
-            if condition is None:  # a token of another listener: nothing to wait for here
-                return True
-            self._waiting[key] = self._waiting.get(key, 0) + 1
-            try:
-                while (self._all_events, self._key_events.get(key, 0)) == token:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        # Listening all along and not notified: nothing new to find.
-                        return False
-                    if not self._connected:
-                        # No LISTEN in place: poll, and look again as soon as it is back.
-                        condition.wait(min(remaining, self.poll_interval))
-                        return True
-                    condition.wait(remaining)
-                return True
-            finally:
-                self._waiting[key] -= 1
-
-    # -- the listening thread ----------------------------------------------------
-
-    def _dispatch(self, payload: str) -> None:
-        with self._lock:
-            self.notifications += 1
-            if not payload:
-                self._wake_everyone()
-                return
-            events = self._key_events.get(payload)
-            if events is not None:
-                self._key_events[payload] = events + 1
-                self._conditions[payload].notify_all()
-
-    def _wake_everyone(self) -> None:
-        """Wake every waiter; the caller holds the lock."""
-        self._all_events += 1
-        for condition in self._conditions.values():
-            condition.notify_all()
-
-    def _set_connected(self, connected: bool) -> None:
-        with self._lock:
-            if connected != self._connected:
-                self._connected = connected
-                self._wake_everyone()
+    def _set_live(self, live: bool) -> None:
+        if live != self._live:
+            self._live = live
+            self._on_live(live)
 
     def _connect(self) -> psycopg.Connection[Any]:
         s = self.settings
+        url = libpq_url(s.url)
+        name = conninfo_to_dict(url).get("application_name") or s.application_name
         return psycopg.connect(
-            libpq_url(s.url),
+            url,
             autocommit=True,
             connect_timeout=s.connect_timeout,
-            application_name=s.application_name,
+            # pg_stat_activity tells the listening session from the pooled ones.
+            application_name=f"{name} (listen)",
             # A silently dropped network path is found by TCP keepalives even while
             # no notification and no keepalive query is in flight.
             keepalives=1,
@@ -236,29 +226,46 @@ class NotificationListener:
 
     def _run(self) -> None:
         delay = _RECONNECT_INITIAL_DELAY
+        unanswered = 0
         while not self._stopped.is_set():
             conn: psycopg.Connection[Any] | None = None
             try:
                 conn = self._connect()
                 conn.execute(f"LISTEN {quote_ident(self.channel)}")
                 self.backend_pid = conn.info.backend_pid
-                self._set_connected(True)
-                self._first_attempt.set()
-                delay = _RECONNECT_INITIAL_DELAY
-                self._listen(conn)
+                if self._probe(conn):
+                    unanswered = 0
+                    delay = _RECONNECT_INITIAL_DELAY
+                    self._set_live(True)
+                    self._first_attempt.set()
+                    self._listen(conn)
+                elif not self._stopped.is_set():
+                    unanswered += 1
+                    if unanswered >= PROBE_ATTEMPTS:
+                        self.deaf = True
+                        logger.warning(
+                            "Notifications on channel %s never arrived at %s (%d probes, "
+                            "%.0fs each): the connection goes through a transaction-mode "
+                            "pooler, or something else drops them. Idle consumers poll "
+                            "instead (postgres_broker_wakeup=poll does so from the start).",
+                            self.channel,
+                            self.settings.server,
+                            unanswered,
+                            PROBE_TIMEOUT_SEC,
+                        )
+                        return
             except Exception as exc:
                 if not self._stopped.is_set():
                     logger.warning(
                         "LISTEN connection for channel %s lost or refused, consumers poll "
-                        "every %.2fs until it is back (retry in %.1fs): %s",
+                        "until it is back (retry in %.1fs): %s",
                         self.channel,
-                        self.poll_interval,
                         delay,
                         translate(exc, self.settings.server),
                     )
             finally:
                 self.backend_pid = None
-                self._set_connected(False)
+                self._set_live(False)
                 self._first_attempt.set()
                 if conn is not None:
                     _close_quietly(conn)
@@ -267,12 +274,36 @@ class NotificationListener:
             self.reconnects += 1
             delay = min(delay * 2, _RECONNECT_MAX_DELAY)
 
+    def _probe(self, conn: psycopg.Connection[Any]) -> bool:
+        """Notify this channel from another connection; True once it arrives here."""
+        token = secrets.token_hex(8)
+        self._send_probe(f"?{token}")
+        deadline = time.monotonic() + PROBE_TIMEOUT_SEC
+        while not self._stopped.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            for notification in conn.notifies(timeout=min(remaining, _READ_SLICE_SEC)):
+                self.notifications += 1
+                if notification.payload == f"?{token}":
+                    return True
+                self._deliver(notification.payload)
+        return False
+
+    def _deliver(self, payload: str) -> None:
+        if payload.startswith("?"):
+            return  # someone's probe
+        self._on_payload(payload)
+
     def _listen(self, conn: psycopg.Connection[Any]) -> None:
         interval = _keepalive_interval(conn)
         next_keepalive = time.monotonic() + interval
         while not self._stopped.is_set():
             for notification in conn.notifies(timeout=min(_READ_SLICE_SEC, interval)):
-                self._dispatch(notification.payload)
+                self.notifications += 1
+                self._deliver(notification.payload)
+            if self._on_tick is not None:
+                self._on_tick()
             if time.monotonic() >= next_keepalive:
                 conn.execute("SELECT 1")
                 self.keepalives += 1
@@ -293,46 +324,11 @@ def _close_quietly(conn: psycopg.Connection[Any]) -> None:
         logger.debug("closing a broken LISTEN connection failed", exc_info=True)
 
 
-_listeners: dict[tuple[DatabaseSettings, str], NotificationListener] = {}
-_listeners_lock = threading.Lock()
-
-
-def get_listener(
-    settings: DatabaseSettings, channel: str, poll_interval: float
-) -> NotificationListener:
-    """This process's listener on ``channel`` of the database (one connection each)."""
-    key = (settings, channel)
-    listener = _listeners.get(key)
-    if listener is None or listener.pid != os.getpid():
-        with _listeners_lock:
-            listener = _listeners.get(key)
-            if listener is None or listener.pid != os.getpid():
-                listener = NotificationListener(settings, channel, poll_interval)
-                _listeners[key] = listener
-    return listener
-
-
 def stop_all_listeners() -> None:
-    """Stop every listener of this process (tests, shutdown).
+    """Stop every ``LISTEN`` connection and host link of this process (tests, shutdown).
 
-    :func:`get_listener` then starts new ones; a caller still holding a stopped listener
-    polls.
+    The next wait starts them again.
     """
-    with _listeners_lock:
-        listeners = list(_listeners.values())
-        _listeners.clear()
-    for listener in listeners:
-        if listener.pid == os.getpid():
-            listener.stop()
+    from pynenc_postgres.db.wakeups import stop_all_notifiers
 
-
-def _forget_listeners_in_child() -> None:
-    # The parent's listening thread does not exist in the child, and its connection is
-    # the parent's: drop both without closing the socket (psycopg never closes a
-    # connection inherited from another process).
-    global _listeners_lock
-    _listeners_lock = threading.Lock()
-    _listeners.clear()
-
-
-os.register_at_fork(after_in_child=_forget_listeners_in_child)
+    stop_all_notifiers()

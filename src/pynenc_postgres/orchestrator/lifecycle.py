@@ -86,6 +86,9 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
     def _status_row(self, invocation_id: InvocationId) -> tuple[InvocationStatusRecord, str | None]:
         raise NotImplementedError
 
+    def _status_changed(self) -> None:
+        """Called after each status change this process made (blocking control listens)."""
+
     # -- which components share this database ---------------------------------------
 
     def _combined_backend(self) -> PostgresStateBackend | None:
@@ -250,9 +253,13 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         runner_ctx: RunnerContext,
     ) -> None:
         """The status change, its history row and, for a final status, ``purgeable_since``
-        and the release of waiters, in one statement."""
+        and the release of waiters, in one statement.
+
+        A move to RUNNING_RECOVERY takes pynenc's own path: its transition checks, in the
+        moving statement, that the owner is still dead, and recoveries are rare.
+        """
         backend = self._combined_backend()
-        if backend is None:
+        if backend is None or status is InvocationStatus.RUNNING_RECOVERY:
             super().set_invocation_status(invocation_id, status, runner_ctx)
             return
         self._combined_change(backend, invocation_id, status, runner_ctx, {})
@@ -404,6 +411,7 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         if watched or watched is None or not self._trigger_reads_here():
             self.app.trigger.report_tasks_status([invocation_id], status)
             watched = True
+        self._status_changed()
         self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
         return watched
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pynenc.exceptions import InvocationStatusRaceConditionError
+from pynenc.exceptions import InvocationStatusError, InvocationStatusRaceConditionError
 from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import (
     InvocationStatus,
@@ -29,6 +31,7 @@ from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.errors import InTransactionError
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
+from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat_interval
 from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
     from pynenc.identifiers.task_id import TaskId
     from pynenc.invocation.dist_invocation import DistributedInvocation
     from pynenc.orchestrator.atomic_service import AtomicServiceRun
+    from pynenc.runner.runner_context import RunnerContext
     from pynenc.task import Task
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
@@ -47,6 +51,10 @@ _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 # Final status records kept per process (least recently used first out).
 FINAL_STATUS_CACHE_SIZE = 10_000
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
+
+
+class OwnerAliveError(InvocationStatusRaceConditionError):
+    """RUNNING_RECOVERY refused: the owner of the RUNNING invocation heartbeats again."""
 
 
 class PostgresOrchestrator(CombinedLifecycle):
@@ -188,7 +196,9 @@ class PostgresOrchestrator(CombinedLifecycle):
                 invocation_id,
                 list(rule.allowed_from),
             )
-            if rule.overrides_ownership:
+            if status is InvocationStatus.RUNNING_RECOVERY:
+                row = self.db.fetchone(self.sql.recover_running, (*params, self._dead_after()))
+            elif rule.overrides_ownership:
                 row = self.db.fetchone(self.sql.transition_overriding_owner, params)
             else:
                 row = self.db.fetchone(
@@ -200,12 +210,77 @@ class PostgresOrchestrator(CombinedLifecycle):
         if current_change == change_id:
             return current  # this very change committed; its reply was lost
         expected = status_record_transition(current, status, runner_id)  # raises pynenc's error
+        if status is InvocationStatus.RUNNING_RECOVERY:
+            # RUNNING may move to RUNNING_RECOVERY, so only the owner's heartbeat stopped it.
+            raise OwnerAliveError(invocation_id, current, expected, current)
         raise InvocationStatusRaceConditionError(invocation_id, current, expected, current)
 
     @cached_property
     def _final_statuses(self) -> BoundedCache[str, InvocationStatusRecord]:
         """Final status records this process read: a final status never changes again."""
         return BoundedCache(FINAL_STATUS_CACHE_SIZE)
+
+    def _dead_after(self) -> float:
+        """Seconds without a heartbeat after which a runner is dead (pynenc's setting)."""
+        return float(self.app.conf.runner_considered_dead_after_minutes) * 60
+
+    @cached_property
+    def _spared(self) -> threading.local:
+        """Per thread: invocations whose recovery was refused since this thread last looked."""
+        return threading.local()
+
+    def _spared_ids(self) -> set[InvocationId]:
+        ids: set[InvocationId] | None = getattr(self._spared, "ids", None)
+        if ids is None:
+            ids = self._spared.ids = set()
+        return ids
+
+    def set_invocation_status(
+        self,
+        invocation_id: InvocationId,
+        status: InvocationStatus,
+        runner_ctx: RunnerContext,
+    ) -> None:
+        """pynenc's status change; a recovery whose owner is alive again leaves it alone.
+
+        pynenc's running-invocation recovery lists the invocations of dead runners and
+        then moves each to RUNNING_RECOVERY. The move is one statement that checks the
+        owner is still dead (:attr:`OrchestratorSql.recover_running`): an owner that
+        heartbeats again in between keeps its invocation. The refusal is logged, nothing
+        is written, and the reroute that pynenc then asks for is skipped for it.
+        """
+        try:
+            super().set_invocation_status(invocation_id, status, runner_ctx)
+        except OwnerAliveError as exc:
+            self._spared_ids().add(invocation_id)
+            self.app.logger.warning(
+                f"invocation:{invocation_id} not recovered: its runner "
+                f"{exc.actual_status_record.runner_id} is alive again"
+            )
+        finally:
+            self._status_changed()
+
+    def _status_changed(self) -> None:
+        # A status this process changed may change what blocking control answers.
+        self._blocking_control.status_changed()
+
+    def reroute_invocations(
+        self, invocations_to_reroute: set[InvocationId], runner_ctx: RunnerContext
+    ) -> None:
+        """pynenc's reroute, except of invocations whose recovery was just refused.
+
+        Those stay RUNNING with their live owner: pynenc's REROUTED transition from
+        RUNNING is refused, and is skipped here instead of failing the recovery task.
+        """
+        spared = self._spared_ids()
+        skipped = invocations_to_reroute & spared
+        spared.difference_update(skipped)
+        for invocation_id in skipped:
+            try:
+                super().reroute_invocations({invocation_id}, runner_ctx)
+            except InvocationStatusError:
+                continue  # still RUNNING under its live owner: nothing to reroute
+        super().reroute_invocations(invocations_to_reroute - skipped, runner_ctx)
 
     def get_invocation_status_record(self, invocation_id: InvocationId) -> InvocationStatusRecord:
         known = self._final_statuses.get(invocation_id)
@@ -350,6 +425,8 @@ class PostgresOrchestrator(CombinedLifecycle):
 
         self.db.run(op, transaction=True)
         self._final_statuses.clear()
+        self._heartbeats.forget()
+        self._blocking_control.changed()
 
     # -- runners and recovery ------------------------------------------------------
 
@@ -359,14 +436,30 @@ class PostgresOrchestrator(CombinedLifecycle):
         can_run_atomic_service: bool = False,
         consumed_queues: Sequence[str] | None = None,
     ) -> None:
-        """Record a heartbeat, stamped by the server's clock, for each runner."""
+        """Record a heartbeat, stamped by the server's clock, for each runner.
+
+        Skipped when this process wrote the same runners' heartbeats, with the same
+        flag and queues, less than ``postgres_heartbeat_interval_sec`` ago (at most a
+        sixth of ``runner_considered_dead_after_minutes``).
+        """
         if not runner_ids:
             return
-        queues = list(consumed_queues) if consumed_queues is not None else None
-        self.db.execute(
-            self.sql.register_heartbeats,
-            (self.app_id, can_run_atomic_service, queues, sorted(set(runner_ids)), queues),
+        ids = sorted(set(runner_ids))
+        queues = tuple(consumed_queues) if consumed_queues is not None else None
+        flag = bool(can_run_atomic_service)
+        interval = heartbeat_interval(
+            float(self.conf.postgres_heartbeat_interval_sec), self._dead_after()
         )
+        if not self._heartbeats.due(ids, flag, queues, interval):
+            return
+        started = time.monotonic()
+        as_list = list(queues) if queues is not None else None
+        self.db.execute(self.sql.register_heartbeats, (self.app_id, flag, as_list, ids, as_list))
+        self._heartbeats.written(ids, flag, queues, started)
+
+    @cached_property
+    def _heartbeats(self) -> HeartbeatThrottle:
+        return HeartbeatThrottle()
 
     def _get_active_runners(
         self, timeout_seconds: float, can_run_atomic_service: bool | None = None

@@ -73,6 +73,7 @@ class OrchestratorSql:
     active_runners_by_eligibility: str
     pending_for_recovery: str
     stranded_for_recovery: str
+    recover_running: str
     running_for_recovery: str
     abandon_dead_holder: str
     start_running_execution: str
@@ -196,32 +197,66 @@ def statements(schema: str) -> OrchestratorSql:
         filter_by_status=f"""
             SELECT invocation_id FROM {inv}
             WHERE app_id = %s AND invocation_id = ANY(%s::text[]) AND status = ANY(%s::text[])""",
+        # New edges notify (channel, payload): every process asks blocking control again.
+        # An edge already there notifies nothing, so a waiter that repeats the call in
+        # its wait loop costs no notification.
         waiting_for_results=f"""
-            INSERT INTO {wait} (app_id, waiter_invocation_id, waited_invocation_id)
-            SELECT %s, %s, u.waited FROM unnest(%s::text[]) AS u(waited)
-            ON CONFLICT DO NOTHING""",
+            WITH added AS (
+                INSERT INTO {wait} (app_id, waiter_invocation_id, waited_invocation_id)
+                SELECT %s, %s, u.waited FROM unnest(%s::text[]) AS u(waited)
+                ON CONFLICT DO NOTHING
+                RETURNING 1
+            )
+            SELECT pg_notify(%s, %s) WHERE EXISTS (SELECT 1 FROM added)""",
         # A finished invocation neither blocks nor waits any more.
         release_waiters=f"""
             DELETE FROM {wait}
             WHERE app_id = %s AND (waited_invocation_id = %s OR waiter_invocation_id = %s)""",
+        # Driven from the waiting edges whatever the statistics say: the app's edges are
+        # read once (MATERIALIZED), the invocations waited for that wait for nothing
+        # themselves are their difference, and each is looked up by primary key in a
+        # LATERAL subquery that LIMIT keeps from being pulled up into a join, so the plan
+        # is a nested loop over the edges. Its cost follows the number of edges of the
+        # app, never the number of queued invocations.
         blocking_invocations=f"""
-            SELECT w.waited_invocation_id
-            FROM {wait} w
-            JOIN {inv} i ON i.app_id = w.app_id AND i.invocation_id = w.waited_invocation_id
-            WHERE w.app_id = %s AND i.status = ANY(%s::text[])
-              AND NOT EXISTS (
-                  SELECT 1 FROM {wait} b
-                  WHERE b.app_id = w.app_id AND b.waiter_invocation_id = w.waited_invocation_id)
-            GROUP BY w.waited_invocation_id, i.registered_at
-            ORDER BY i.registered_at, w.waited_invocation_id
-            LIMIT %s""",
+            WITH edges AS MATERIALIZED (
+                SELECT waiter_invocation_id, waited_invocation_id FROM {wait}
+                WHERE app_id = %s
+            ), waited AS (
+                SELECT waited_invocation_id AS invocation_id FROM edges
+                EXCEPT
+                SELECT waiter_invocation_id FROM edges
+            ), answer AS (
+                SELECT i.invocation_id, i.registered_at
+                FROM waited
+                CROSS JOIN LATERAL (
+                    SELECT o.invocation_id, o.registered_at, o.status FROM {inv} o
+                    WHERE o.app_id = %s AND o.invocation_id = waited.invocation_id
+                    LIMIT 1
+                ) i
+                WHERE i.status = ANY(%s::text[])
+                ORDER BY i.registered_at, i.invocation_id
+                LIMIT %s
+            )
+            -- At least one row: an empty answer still says whether the app had any edge.
+            SELECT a.invocation_id, e.any_edge
+            FROM (SELECT EXISTS (SELECT 1 FROM edges) AS any_edge) e
+            LEFT JOIN answer a ON true
+            ORDER BY a.registered_at, a.invocation_id""",
+        # now() is when the statement's transaction began: one that waited for the row
+        # lock behind a newer beat carries an older time, and greatest() keeps the newer
+        # one. A stored beat ahead of the server's clock (the clock stepped back) comes
+        # down to clock_timestamp(), which a late statement's never is below. No index
+        # covers these columns, so the update is HOT.
         register_heartbeats=f"""
             INSERT INTO {beat} AS h (app_id, runner_id, can_run_atomic_service,
                                      consumed_queues, first_heartbeat_at, last_heartbeat_at)
             SELECT %s, u.runner_id, %s, coalesce(%s::text[], '{{}}'), now(), now()
             FROM unnest(%s::text[]) AS u(runner_id)
             ON CONFLICT (app_id, runner_id) DO UPDATE SET
-                last_heartbeat_at = greatest(h.last_heartbeat_at, excluded.last_heartbeat_at),
+                last_heartbeat_at = least(
+                    greatest(h.last_heartbeat_at, excluded.last_heartbeat_at),
+                    clock_timestamp()),
                 can_run_atomic_service = excluded.can_run_atomic_service,
                 consumed_queues = coalesce(%s::text[], h.consumed_queues)""",
         active_runners=f"""
@@ -251,6 +286,17 @@ def statements(schema: str) -> OrchestratorSql:
                 SELECT 1 FROM {queue} q
                 WHERE q.app_id = i.app_id AND q.invocation_id = i.invocation_id)
             ORDER BY i.status_set_at""",
+        # RUNNING -> RUNNING_RECOVERY only while the owner is dead by pynenc's rule, in
+        # the statement that moves it. FOR SHARE waits for a heartbeat being written and
+        # reads it once committed, so an owner that beats again at that very moment keeps
+        # its invocation. Parameters: the transition's, then the timeout in seconds.
+        recover_running=f"""{transition}
+              AND coalesce(
+                  (SELECT h.last_heartbeat_at FROM {beat} h
+                   WHERE h.app_id = {inv}.app_id AND h.runner_id = {inv}.status_owner_id
+                   FOR SHARE),
+                  '-infinity') < now() - {_SECONDS}
+            RETURNING status_owner_id, status_set_at""",
         # pynenc's rule: the owner is dead when it has no heartbeat younger than the
         # timeout, or none at all.
         running_for_recovery=f"""
