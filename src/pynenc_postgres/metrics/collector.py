@@ -391,7 +391,10 @@ class PostgresMetricsCollector(Collector):
     def _read(self, conn: psycopg.Connection[Any]) -> list[Metric]:
         families: list[Metric] = []
         with conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
+            # The planner cannot know that the statuses counted are the rare ones, and its
+            # estimates would make it compile the statements (JIT): hundreds of
+            # milliseconds spent to save microseconds.
+            cur.execute("SET TRANSACTION READ ONLY; SET LOCAL jit = off")
             for reader in self.readers:
                 families.extend(reader.read(cur, self._sql, self.options, self.settings.schema))
         return families
