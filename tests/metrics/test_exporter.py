@@ -150,7 +150,9 @@ def test_each_metric_reflects_the_rows_of_the_database(
     # A queue a live runner consumes is there, empty; one only dead runners consumed is not.
     assert value(samples, "pynenc_queue_depth", app_id="shop", queue="idle-queue") == 0
     assert value(samples, "pynenc_queue_oldest_age_seconds", app_id="shop", queue="idle-queue") == 0
-    assert not any(("queue", "forgotten") in labels for labels in series(samples, "pynenc_queue_depth"))
+    assert not any(
+        ("queue", "forgotten") in labels for labels in series(samples, "pynenc_queue_depth")
+    )
 
     # Runners by the heartbeat rule.
     dead_after = DEAD_AFTER_MINUTES * 60
