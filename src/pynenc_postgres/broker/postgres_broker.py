@@ -13,6 +13,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_postgres.broker.sql import BrokerSql, statements
 from pynenc_postgres.conf import ConfigBrokerPostgres
+from pynenc_postgres.db import telemetry
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.notify import PollingWakeups, Wakeups, get_listener, notify_payload
@@ -147,7 +148,7 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
             # The token is taken before the claim looks at the table: work routed after
             # that look makes the wait below return at once.
             token = wakeups.token(key)
-            row = self.db.fetchone(claim, params)
+            row = telemetry.claim(self.db, claim, params, queue)
             if row is not None:
                 return InvocationId(row[0])
             now = time.monotonic()

@@ -38,6 +38,7 @@ from pynenc_postgres.db.errors import (
 )
 from pynenc_postgres.db.pool import ConnectionPool, NothingSentError, PooledConnection
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
+from pynenc_postgres.db.telemetry import count_operation, count_statement, retried
 
 logger = logging.getLogger(__name__)
 
@@ -224,6 +225,7 @@ class Database:
 
     def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
+        count_statement()
         failure: Exception | None = None
         pool = self._hot
         if pool is not None and self._pool_pid == os.getpid():
@@ -259,6 +261,7 @@ class Database:
         :raises PostgresPluginError: the failure was permanent, or outlasted
             ``postgres_retry_attempts``.
         """
+        count_operation(operation)
         # The first attempt inlines connection(): this is the path every call takes.
         pool = self._hot
         if pool is None or self._pool_pid != os.getpid():
@@ -333,6 +336,7 @@ class Database:
                     delay,
                     str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause),
                 )
+                retried(cause)
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, s.retry_max_delay)
                 attempt += 1
