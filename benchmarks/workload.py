@@ -7,6 +7,12 @@ with one runner context; ``set_result``; then ``get_invocation``, ``get_history`
 all alike; the figures are medians over the rounds, and the ratios are medians of the
 per-round ratios.
 
+Ours also runs twice more, to price two things every process pays for: with an
+OpenTelemetry SDK meter provider configured (the hooks of ``db/telemetry.py`` count every
+call, and the instruments are collected after each timed run; the target is at most 2 %
+over ours without the hooks), and with the triggers of ``pynenc_history_counter`` disabled
+(what the exporter's finished and failed counters cost each SUCCESS history row).
+
 Run it with ``python -m benchmarks.workload`` (``make bench``). The Postgres server is
 ``--postgres-url`` or ``$PYNENC_BENCH_POSTGRES_URL``, else an embedded PostgreSQL; the
 benchmark creates its own database there and drops it afterwards.
@@ -37,6 +43,7 @@ from pynenc.runner.runner_context import RunnerContext
 from benchmarks.common import (
     bench_database,
     bench_task,
+    load_average,
     machine_description,
     median,
     postgres_server,
@@ -52,6 +59,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 OURS = "postgres (durable)"
 OURS_OFF = "postgres (synchronous_commit=off)"
+OURS_OTEL = "postgres (durable), OpenTelemetry SDK"
+OURS_NO_COUNTERS = "postgres (durable), history counters off"
 SQLITE = "SQLiteStateBackend"
 MEMORY = "MemStateBackend"
 REDIS = "RedisStateBackend"
@@ -116,7 +125,7 @@ class PynencWorkload:
 
 def build_app(kind: str, app_id: str, postgres_url: str, redis_url: str, tmp: Path) -> Pynenc:
     builder = PynencBuilder().app_id(app_id)
-    if kind == OURS:
+    if kind in (OURS, OURS_OTEL, OURS_NO_COUNTERS):
         builder = builder.memory().postgres_state_backend(url=postgres_url)
     elif kind == OURS_OFF:
         builder = builder.memory().postgres_state_backend(
@@ -223,6 +232,46 @@ def redis_version(redis_url: str) -> str | None:
         return None
 
 
+# -- what ours runs with: OpenTelemetry's hooks, the history counters' triggers --------
+
+_OTEL_READER: Any = None
+
+
+def use_opentelemetry(enabled: bool) -> None:
+    """Ours with an SDK meter provider and the hooks, or with the hooks replaced by no-ops.
+
+    Without the hooks is ours without the ``otel`` extra. With them, every call of the
+    database layer is counted and an in-memory reader collects the instruments after
+    each timed run (an application's periodic reader collects once a minute or so).
+    """
+    global _OTEL_READER
+    from pynenc_postgres.db import engine, telemetry
+
+    if enabled and _OTEL_READER is None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        _OTEL_READER = InMemoryMetricReader()
+        telemetry.set_meter_provider(MeterProvider(metric_readers=[_OTEL_READER]))
+
+    def nothing(*args: Any) -> None:
+        return None
+
+    engine.count_statement = telemetry.count_statement if enabled else nothing  # type: ignore[assignment]
+    engine.count_operation = telemetry.count_operation if enabled else nothing  # type: ignore[assignment]
+
+
+HISTORY_COUNTER_TRIGGERS = ("pynenc_history_counter_collect", "pynenc_history_counter_flush")
+
+
+def use_history_counters(postgres_url: str, enabled: bool) -> None:
+    """Enable or disable the triggers that keep ``pynenc_history_counter`` (migration 0007)."""
+    action = "ENABLE" if enabled else "DISABLE"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        for trigger in HISTORY_COUNTER_TRIGGERS:
+            conn.execute(f"ALTER TABLE pynenc_invocation_history {action} TRIGGER {trigger}")
+
+
 class Runner:
     def __init__(self, postgres_url: str, redis_url: str, n: int, warmup: int) -> None:
         self.postgres_url = postgres_url
@@ -231,6 +280,7 @@ class Runner:
         self.warmup = warmup
         self.tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-"))
         self.floors: dict[str, SqlOnly] = {}
+        self.counters = True
 
     def measure(self, kind: str, round_no: int) -> float:
         """Seconds for the timed workload of ``kind`` (warm-up and cleanup untimed)."""
@@ -248,12 +298,19 @@ class Runner:
             floor.purge(tag)
             floor.purge(f"w{tag}")
             return elapsed
+        use_opentelemetry(kind == OURS_OTEL)
+        counters = kind != OURS_NO_COUNTERS
+        if counters != self.counters:
+            use_history_counters(self.postgres_url, counters)
+            self.counters = counters
         app = build_app(kind, f"bench-{tag}", self.postgres_url, self.redis_url, self.tmp)
         PynencWorkload(app, self.warmup, f"w{tag}").run()
         work = PynencWorkload(app, self.n, tag)
         gc.collect()
         started = time.perf_counter()
         work.run()
+        if kind == OURS_OTEL:
+            _OTEL_READER.get_metrics_data()
         elapsed = time.perf_counter() - started
         app.state_backend.purge()
         if isinstance(app.state_backend, RawPsycopgFloorBackend):
@@ -412,7 +469,37 @@ TARGETS: list[tuple[str, str, float]] = [
     (OURS, FLOOR, 1.15),
     (OURS_OFF, REDIS, 0.6),
     (OURS_OFF, FLOOR_OFF, 1.15),
+    (OURS_OTEL, OURS, 1.02),
 ]
+
+
+def render_otel(results: Results, machine: list[str], command: str, rounds: int) -> str:
+    """The price of the OpenTelemetry hooks and of the history counters, in this run."""
+    lines = ["Machine:", ""] + [f"- {line}" for line in machine]
+    lines += ["", f"Command: `{command.strip()}`", f"Load average: {load_average()}", ""]
+    lines += [
+        f"| ours | µs / invocation (median of {rounds}) | x ours (durable) |",
+        "|---|---:|---:|",
+    ]
+    for kind in (OURS, OURS_OTEL, OURS_NO_COUNTERS):
+        if kind in results.runs:
+            ratio = results.ratio(kind, OURS)
+            shown = "-" if ratio is None else f"{ratio:.3f}"
+            lines.append(f"| {kind} | {results.us(kind):.0f} | {shown} |")
+    otel = results.ratio(OURS_OTEL, OURS)
+    if otel is not None:
+        verdict = "met" if otel <= 1.02 else "**not met**"
+        lines += [
+            "",
+            f"OpenTelemetry SDK over no hooks: **{(otel - 1) * 100:+.1f} %** "
+            f"(target ≤ +2 %, {verdict}).",
+        ]
+    counters = results.ratio(OURS, OURS_NO_COUNTERS)
+    if counters is not None:
+        lines += [
+            f"History counters (triggers on) over triggers off: **{(counters - 1) * 100:+.1f} %**."
+        ]
+    return "\n".join(lines)
 
 
 def render(results: Results, rounds: int, n: int) -> str:
@@ -462,7 +549,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
         redis_ver = redis_version(args.redis_url)
-        kinds = [OURS, OURS_OFF, FLOOR, FLOOR_OFF, SQL_ONLY, SQL_ONLY_OFF, SQLITE, MEMORY]
+        kinds = [OURS, OURS_OTEL, OURS_NO_COUNTERS, OURS_OFF, FLOOR, FLOOR_OFF]
+        kinds += [SQL_ONLY, SQL_ONLY_OFF, SQLITE, MEMORY]
         kinds += [REDIS] if redis_ver else []
         if args.only:
             kinds = [kind for kind in kinds if any(o.lower() in kind.lower() for o in args.only)]
@@ -493,7 +581,10 @@ def main(argv: list[str] | None = None) -> int:
                     f"**{ratio:.2f}x** the throughput of one (target ≥ 1.4), "
                     "median of 3 alternating rounds.",
                 ]
-            replace_section("workload", "\n".join(body))
+            if not args.only:  # a partial run must not replace the whole table
+                replace_section("workload", "\n".join(body))
+            if OURS_OTEL in kinds and OURS in kinds:
+                replace_section("otel", render_otel(results, machine, command, args.rounds))
     return 0
 
 

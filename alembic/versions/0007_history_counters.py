@@ -129,7 +129,7 @@ def upgrade() -> None:
         ),
         sa.Column(
             "shard",
-            sa.SmallInteger(),
+            sa.BigInteger(),
             nullable=False,
             comment="Server process id of the writer modulo 16: spreads concurrent "
             "increments over 16 rows. Sum the shards.",

@@ -31,7 +31,6 @@ from sqlalchemy import (
     Identity,
     LargeBinary,
     MetaData,
-    SmallInteger,
     Text,
     and_,
     func,
@@ -486,7 +485,6 @@ class HistoryCounter(Base):
         "pending_recovery or running_recovery.",
     )
     shard: Mapped[int] = mapped_column(
-        SmallInteger(),
         primary_key=True,
         comment="Server process id of the writer modulo 16: spreads concurrent "
         "increments over 16 rows. Sum the shards.",
