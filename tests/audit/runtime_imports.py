@@ -1,7 +1,8 @@
 """A process that runs pynenc tasks with our state backend, then lists what it imported.
 
-Runners import pynenc-postgres's runtime only: neither SQLAlchemy, Alembic, nor the
-models and views of the audit API. Prints one module name per line.
+Runners import pynenc-postgres's runtime only: neither SQLAlchemy, Alembic, the models
+and views of the audit API, nor the metrics exporter and prometheus_client. Prints one
+module name per line.
 
 Usage: python -m tests.audit.runtime_imports DATABASE_URL SQLITE_PATH
 """
@@ -43,7 +44,9 @@ def main(url: str, sqlite_path: str) -> None:
         runner.join()
     assert "pynenc_postgres.state_backend.postgres_state_backend" in sys.modules
     for name in sorted(sys.modules):
-        if name.split(".")[0] in ("sqlalchemy", "alembic") or name in AUDIT_ONLY:
+        if name.split(".")[0] in ("sqlalchemy", "alembic", "prometheus_client") or (
+            name in AUDIT_ONLY or name.startswith("pynenc_postgres.metrics")
+        ):
             print(name)
 
 

@@ -19,11 +19,11 @@ def _positive(text: str) -> float:
 
 def _metrics(args: argparse.Namespace) -> int:
     try:
-        from prometheus_client import generate_latest
-
+        # The package first: without prometheus_client it says which extra to install.
         from pynenc_postgres.metrics import MetricsOptions, make_registry, serve
     except ImportError as exc:
         raise PostgresConfigError(str(exc)) from None
+    from prometheus_client import generate_latest
     dead_after = args.runner_dead_after_minutes
     if dead_after is None:
         # The runners' own setting, read from the same pynenc config they read.
