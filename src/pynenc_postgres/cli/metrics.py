@@ -24,6 +24,7 @@ def _metrics(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise PostgresConfigError(str(exc)) from None
     from prometheus_client import generate_latest
+
     dead_after = args.runner_dead_after_minutes
     if dead_after is None:
         # The runners' own setting, read from the same pynenc config they read.
