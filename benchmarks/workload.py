@@ -261,7 +261,7 @@ def use_opentelemetry(enabled: bool) -> None:
     engine.count_operation = telemetry.count_operation if enabled else nothing  # type: ignore[assignment]
 
 
-HISTORY_COUNTER_TRIGGERS = ("pynenc_history_counter_collect", "pynenc_history_counter_flush")
+HISTORY_COUNTER_TRIGGERS = ("pynenc_history_counter_count",)
 
 
 def use_history_counters(postgres_url: str, enabled: bool) -> None:

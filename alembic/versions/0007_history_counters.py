@@ -5,36 +5,33 @@ counters that only go up, and a scrape must stay cheap however much history is k
 Counting history rows would read one index entry per row (millions of them), and the
 count would drop whenever retention deletes old history.
 
-``pynenc_history_counter`` keeps the totals instead, added by two row-level triggers on
-``pynenc_invocation_history`` whose ``WHEN`` clause selects the counted statuses (the
-final ones, ``retry`` and the two recovery statuses). A ``WHEN`` clause is evaluated
-without calling the trigger's function, so inserting a row of any other status (most
-of them) costs nothing more.
+``pynenc_history_counter`` keeps the totals instead. A row-level trigger on
+``pynenc_invocation_history``, ``pynenc_history_counter_count``, adds 1 to a total for
+every history row inserted with a counted status (the final ones, ``retry`` and the two
+recovery statuses). Its ``WHEN`` clause is evaluated without calling the trigger's
+function, so inserting a row of any other status (most of them) costs nothing more. A
+resent history row that ``ON CONFLICT DO NOTHING`` skips is not counted, nor is one
+whose transaction rolls back. Deleting history (retention) fires nothing, so the totals
+survive retention; ``app.purge()`` deletes the app's totals with its rows, which a
+Prometheus counter reads as a reset.
 
-* ``pynenc_history_counter_collect`` adds each counted row to a per-transaction tally, a
-  JSON object kept in the transaction-local setting ``pynenc_postgres.history_counts``;
-* ``pynenc_history_counter_flush``, a constraint trigger deferred to the commit, adds
-  the tally to the totals once and empties it (its later firings in that transaction
-  find it empty and return at once).
+Each total is split over rows (``shard``) that readers sum:
 
-Updating a total once per row instead would make a transaction that inserts many
-counted rows (an import, a seeding script) quadratic: each update of the same row in one
-transaction leaves a version that the next update has to step over. With the tally, a
-transaction updates each total once. A resent history row that ``ON CONFLICT DO
-NOTHING`` skips is not counted, and a rolled-back one neither (its tally goes with it).
-Deleting history (retention) fires nothing, so the totals survive retention;
-``app.purge()`` deletes the app's totals with its rows, which a Prometheus counter reads
-as a reset.
+* the server process's pid modulo 16, so workers finishing tasks of one app at the
+  same moment rarely wait for the same row lock, which is held until each commit;
+* plus 16 for every 64 counted rows the transaction has already inserted (a count kept
+  in the transaction-local setting ``pynenc_postgres.history_rows_counted``). A
+  transaction that inserts many counted rows (an import, a seeding script) thus updates
+  each row at most 64 times. Updating one row once per inserted row would make such a
+  transaction quadratic: every update of a row leaves a version that the next update
+  in the same transaction has to step over. The price is ``N / 64`` rows per status for
+  the largest such transaction of N rows, reused by later ones.
 
-Each app and status has up to 16 rows (``shard``, the backend's pid modulo 16), so
-workers finishing tasks of one app at the same moment rarely wait for the same row lock,
-which is held until each commit. Readers sum the shards.
-
-The flush function is ``SECURITY DEFINER``, owned by the role that runs this migration:
-a runtime role that may insert history needs no grant on the new table for that (its
-``app.purge()`` needs ``DELETE`` on it, as on every table; see the runtime role's grants
-in docs/audit.md). Its ``search_path`` is the schema being migrated (``SET search_path
-FROM CURRENT``), so a caller's search path cannot redirect it.
+The trigger function is ``SECURITY DEFINER``, owned by the role that runs this
+migration: a runtime role that may insert history needs no grant on the new table for
+that (its ``app.purge()`` needs ``DELETE`` on it, as on every table; see the runtime
+role's grants in docs/audit.md). Its ``search_path`` is the schema being migrated
+(``SET search_path FROM CURRENT``), so a caller's search path cannot redirect it.
 
 The totals start at 0 when this revision is applied: existing history is not counted,
 which would lock the history table against inserts for as long as it takes to read it.
@@ -57,9 +54,8 @@ depends_on: str | Sequence[str] | None = None
 
 TABLE = "pynenc_history_counter"
 HISTORY = "pynenc_invocation_history"
-COLLECT = "pynenc_history_counter_collect"
-FLUSH = "pynenc_history_counter_flush"
-TALLY = "pynenc_postgres.history_counts"
+COUNT = "pynenc_history_counter_count"
+COUNTED_IN_TRANSACTION = "pynenc_postgres.history_rows_counted"
 
 # The statuses counted. pynenc_postgres.metrics.sql.COUNTED_STATUSES holds the same
 # list; a test compares them.
@@ -72,48 +68,28 @@ COUNTED_STATUSES = (
     "running_recovery",
 )
 SHARDS = 16
+UPDATES_PER_ROW = 64
 
-# The tally's keys are "<status>:<app_id>": a status never contains ':'.
-CREATE_COLLECT_FUNCTION = f"""
-CREATE FUNCTION {COLLECT}() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    tally jsonb := coalesce(nullif(current_setting('{TALLY}', true), ''), '{{}}')::jsonb;
-    key text := NEW.status || ':' || NEW.app_id;
-BEGIN
-    PERFORM set_config('{TALLY}',
-        jsonb_set(tally, ARRAY[key], to_jsonb(coalesce((tally ->> key)::bigint, 0) + 1))::text,
-        true);
-    RETURN NULL;
-END
-$$"""
-
-CREATE_FLUSH_FUNCTION = f"""
-CREATE FUNCTION {FLUSH}() RETURNS trigger
+CREATE_FUNCTION = f"""
+CREATE FUNCTION {COUNT}() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 DECLARE
-    tally text := current_setting('{TALLY}', true);
+    counted bigint := coalesce(
+        nullif(current_setting('{COUNTED_IN_TRANSACTION}', true), ''), '0')::bigint;
 BEGIN
-    IF tally IS NULL OR tally = '' THEN
-        RETURN NULL;
-    END IF;
-    PERFORM set_config('{TALLY}', '', true);
+    PERFORM set_config('{COUNTED_IN_TRANSACTION}', (counted + 1)::text, true);
     INSERT INTO {TABLE} AS c (app_id, status, shard, total)
-    SELECT substr(t.key, strpos(t.key, ':') + 1), split_part(t.key, ':', 1),
-           pg_backend_pid() % {SHARDS}, t.value::bigint
-    FROM jsonb_each_text(tally::jsonb) AS t
-    ON CONFLICT (app_id, status, shard) DO UPDATE SET total = c.total + excluded.total;
+    VALUES (NEW.app_id, NEW.status,
+            pg_backend_pid() % {SHARDS} + {SHARDS} * (counted / {UPDATES_PER_ROW}), 1)
+    ON CONFLICT (app_id, status, shard) DO UPDATE SET total = c.total + 1;
     RETURN NULL;
 END
 $$"""
 
 _COUNTED = "NEW.status IN (" + ", ".join(f"'{status}'" for status in COUNTED_STATUSES) + ")"
-CREATE_COLLECT_TRIGGER = f"""
-CREATE TRIGGER {COLLECT} AFTER INSERT ON {HISTORY}
-FOR EACH ROW WHEN ({_COUNTED}) EXECUTE FUNCTION {COLLECT}()"""
-CREATE_FLUSH_TRIGGER = f"""
-CREATE CONSTRAINT TRIGGER {FLUSH} AFTER INSERT ON {HISTORY}
-DEFERRABLE INITIALLY DEFERRED
-FOR EACH ROW WHEN ({_COUNTED}) EXECUTE FUNCTION {FLUSH}()"""
+CREATE_TRIGGER = f"""
+CREATE TRIGGER {COUNT} AFTER INSERT ON {HISTORY}
+FOR EACH ROW WHEN ({_COUNTED}) EXECUTE FUNCTION {COUNT}()"""
 
 
 def upgrade() -> None:
@@ -131,8 +107,8 @@ def upgrade() -> None:
             "shard",
             sa.BigInteger(),
             nullable=False,
-            comment="Server process id of the writer modulo 16: spreads concurrent "
-            "increments over 16 rows. Sum the shards.",
+            comment="Which row of the total: the writer's server pid modulo 16, plus 16 "
+            "per 64 counted rows already inserted by its transaction. Sum the shards.",
         ),
         sa.Column(
             "total",
@@ -155,15 +131,11 @@ def upgrade() -> None:
             "autovacuum_vacuum_cost_delay": "0",
         },
     )
-    op.execute(CREATE_COLLECT_FUNCTION)
-    op.execute(CREATE_FLUSH_FUNCTION)
-    op.execute(CREATE_COLLECT_TRIGGER)
-    op.execute(CREATE_FLUSH_TRIGGER)
+    op.execute(CREATE_FUNCTION)
+    op.execute(CREATE_TRIGGER)
 
 
 def downgrade() -> None:
-    op.execute(f"DROP TRIGGER {FLUSH} ON {HISTORY}")
-    op.execute(f"DROP TRIGGER {COLLECT} ON {HISTORY}")
-    op.execute(f"DROP FUNCTION {FLUSH}()")
-    op.execute(f"DROP FUNCTION {COLLECT}()")
+    op.execute(f"DROP TRIGGER {COUNT} ON {HISTORY}")
+    op.execute(f"DROP FUNCTION {COUNT}()")
     op.drop_table(TABLE)

@@ -463,7 +463,8 @@ class HistoryCounter(Base):
 
     A trigger on ``pynenc_invocation_history`` (migration 0007) adds 1 for every row
     inserted with a counted status: the final ones, ``retry``, ``pending_recovery`` and
-    ``running_recovery``. Concurrent writers spread over 16 shards; sum them::
+    ``running_recovery``. A total is spread over rows (``shard``: concurrent writers,
+    and every 64 rows of a transaction that inserts many); sum them::
 
         select(HistoryCounter.status, func.sum(HistoryCounter.total))
         .where(HistoryCounter.app_id == app_id).group_by(HistoryCounter.status)
@@ -486,8 +487,8 @@ class HistoryCounter(Base):
     )
     shard: Mapped[int] = mapped_column(
         primary_key=True,
-        comment="Server process id of the writer modulo 16: spreads concurrent "
-        "increments over 16 rows. Sum the shards.",
+        comment="Which row of the total: the writer's server pid modulo 16, plus 16 "
+        "per 64 counted rows already inserted by its transaction. Sum the shards.",
     )
     total: Mapped[int] = mapped_column(
         comment="History rows of this app and status inserted since the counter was "
