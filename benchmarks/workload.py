@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
+import os
 import sys
 import tempfile
 import time
@@ -281,10 +282,13 @@ class Runner:
         self.tmp = Path(tempfile.mkdtemp(prefix="pynenc-bench-"))
         self.floors: dict[str, SqlOnly] = {}
         self.counters = True
+        self.client_cpu: float | None = None  # of the last measure(), for ours only
+        self.server_cpu: float | None = None
 
     def measure(self, kind: str, round_no: int) -> float:
         """Seconds for the timed workload of ``kind`` (warm-up and cleanup untimed)."""
         tag = f"r{round_no}-{uuid.uuid4().hex[:8]}"
+        self.client_cpu = self.server_cpu = None
         if kind in (SQL_ONLY, SQL_ONLY_OFF):
             floor = self.floors.get(kind)
             if floor is None:
@@ -307,21 +311,61 @@ class Runner:
         PynencWorkload(app, self.warmup, f"w{tag}").run()
         work = PynencWorkload(app, self.n, tag)
         gc.collect()
+        backends = server_backends(self.postgres_url)
+        server_cpu = backend_cpu_seconds(backends)
+        client_cpu = time.process_time()
         started = time.perf_counter()
         work.run()
         if kind == OURS_OTEL:
             _OTEL_READER.get_metrics_data()
         elapsed = time.perf_counter() - started
+        self.client_cpu = time.process_time() - client_cpu
+        after = backend_cpu_seconds(backends)
+        self.server_cpu = None if server_cpu is None or after is None else after - server_cpu
         app.state_backend.purge()
         if isinstance(app.state_backend, RawPsycopgFloorBackend):
             app.state_backend.close()
         return elapsed
 
 
+def server_backends(postgres_url: str) -> list[int]:
+    """Pids of the server processes serving pynenc's pools in this database."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = 'pynenc'"
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def backend_cpu_seconds(pids: list[int]) -> float | None:
+    """CPU seconds the server processes ``pids`` used so far; None unless the server is local."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    try:
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    except (OSError, IndexError, ValueError):
+        return None
+    return total / ticks if pids else None
+
+
 @dataclass
 class Results:
     kinds: list[str]
     runs: dict[str, list[float]] = field(default_factory=dict)  # µs per invocation
+    # CPU µs per invocation of the benchmark process and of the server processes (ours only)
+    client_cpu: dict[str, list[float]] = field(default_factory=dict)
+    server_cpu: dict[str, list[float]] = field(default_factory=dict)
+
+    def cpu_ratio(self, table: dict[str, list[float]], kind: str, reference: str) -> float | None:
+        if len(table.get(kind, [])) != len(self.runs[kind]) or len(table.get(reference, [])) != len(
+            self.runs.get(reference, [])
+        ):
+            return None
+        pairs = zip(table[kind], table[reference], strict=True)
+        return median([a / b for a, b in pairs if b > 0])
 
     def us(self, kind: str) -> float:
         return median(self.runs[kind])
@@ -372,6 +416,10 @@ def side_by_side(runner: Runner, kinds: list[str], rounds: int) -> Results:
         for kind in order:
             seconds = runner.measure(kind, round_no)
             results.runs[kind].append(seconds / runner.n * 1e6)
+            if runner.client_cpu is not None:
+                results.client_cpu.setdefault(kind, []).append(runner.client_cpu / runner.n * 1e6)
+            if runner.server_cpu is not None:
+                results.server_cpu.setdefault(kind, []).append(runner.server_cpu / runner.n * 1e6)
         line = ", ".join(f"{kind}: {results.runs[kind][-1]:.0f}" for kind in kinds)
         print(f"round {round_no + 1}/{rounds} (µs/invocation) {line}", flush=True)
     return results
@@ -478,27 +526,43 @@ def render_otel(results: Results, machine: list[str], command: str, rounds: int)
     lines = ["Machine:", ""] + [f"- {line}" for line in machine]
     lines += ["", f"Command: `{command.strip()}`", f"Load average: {load_average()}", ""]
     lines += [
-        f"| ours | µs / invocation (median of {rounds}) | x ours (durable) |",
-        "|---|---:|---:|",
+        f"| ours | µs / invocation (median of {rounds}) | x | client CPU µs | x "
+        "| server CPU µs | x |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def cell(value: float | None, digits: int = 0) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     for kind in (OURS, OURS_OTEL, OURS_NO_COUNTERS):
-        if kind in results.runs:
-            ratio = results.ratio(kind, OURS)
-            shown = "-" if ratio is None else f"{ratio:.3f}"
-            lines.append(f"| {kind} | {results.us(kind):.0f} | {shown} |")
-    otel = results.ratio(OURS_OTEL, OURS)
-    if otel is not None:
-        verdict = "met" if otel <= 1.02 else "**not met**"
+        if kind not in results.runs:
+            continue
+        client = results.client_cpu.get(kind)
+        server = results.server_cpu.get(kind)
+        lines.append(
+            f"| {kind} | {results.us(kind):.0f} | {cell(results.ratio(kind, OURS), 3)} "
+            f"| {cell(median(client) if client else None)} "
+            f"| {cell(results.cpu_ratio(results.client_cpu, kind, OURS), 3)} "
+            f"| {cell(median(server) if server else None)} "
+            f"| {cell(results.cpu_ratio(results.server_cpu, kind, OURS), 3)} |"
+        )
+    wall = results.ratio(OURS_OTEL, OURS)
+    cpu = results.cpu_ratio(results.client_cpu, OURS_OTEL, OURS)
+    if wall is not None:
+        verdict = "met" if wall <= 1.02 else "**not met**"
         lines += [
             "",
-            f"OpenTelemetry SDK over no hooks: **{(otel - 1) * 100:+.1f} %** "
-            f"(target ≤ +2 %, {verdict}).",
+            f"OpenTelemetry SDK over no hooks: **{(wall - 1) * 100:+.1f} %** of the time "
+            f"(target ≤ +2 %, {verdict})"
+            + (f", {(cpu - 1) * 100:+.1f} % of the benchmark process's CPU." if cpu else "."),
         ]
     counters = results.ratio(OURS, OURS_NO_COUNTERS)
+    server = results.cpu_ratio(results.server_cpu, OURS, OURS_NO_COUNTERS)
     if counters is not None:
-        lines += [
-            f"History counters (triggers on) over triggers off: **{(counters - 1) * 100:+.1f} %**."
-        ]
+        lines.append(
+            f"History counters (trigger on) over trigger off: {(counters - 1) * 100:+.1f} % of "
+            "the time" + (f", {(server - 1) * 100:+.1f} % of the server's CPU." if server else ".")
+        )
     return "\n".join(lines)
 
 
@@ -564,14 +628,19 @@ def main(argv: list[str] | None = None) -> int:
         table = render(results, args.rounds, args.invocations)
         print()
         print(table)
+        command = "python -m benchmarks.workload " + " ".join(
+            a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs"
+        )
+        otel = None
+        if OURS_OTEL in kinds and OURS in kinds:
+            otel = render_otel(results, machine, command, args.rounds)
+            print()
+            print(otel)
         ratio = None
         if args.writers > 1:
             print()
             ratio = writers(db.url, args.invocations, args.warmup, [1, args.writers])
         if args.write_docs:
-            command = "python -m benchmarks.workload " + " ".join(
-                a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs"
-            )
             body = ["Machine:", ""] + [f"- {line}" for line in machine]
             body += ["", f"Command: `{command.strip()}`", "", table]
             if ratio is not None:
@@ -583,8 +652,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             if not args.only:  # a partial run must not replace the whole table
                 replace_section("workload", "\n".join(body))
-            if OURS_OTEL in kinds and OURS in kinds:
-                replace_section("otel", render_otel(results, machine, command, args.rounds))
+            if otel is not None:
+                replace_section("otel", otel)
     return 0
 
 
