@@ -47,7 +47,7 @@ def test_statements_are_counted_by_component(
         PynencBuilder()
         .app_id("otel-app")
         .postgres(url=database_url)
-        .custom_config(queue_timeout_sec=0.05)
+        .custom_config(queue_timeout_sec=0.05, postgres_broker_wakeup="poll")
         .build()
     )
     app.broker.route_invocation("inv-1", "default", 0.0)
@@ -136,3 +136,43 @@ def test_retries_are_counted_by_error_type(database_url: str, reader: InMemoryMe
     assert database.run(deadlock_once) == 2
     retries = {a["error.type"]: p.value for a, p in points(reader, "pynenc_postgres.retries")}
     assert retries == {"40P01": 1}
+
+
+def test_the_global_provider_set_after_the_first_call_gets_every_instrument(
+    database_url: str,
+) -> None:
+    """The usual set-up: OpenTelemetry configured at start-up, or later, through the global
+    provider; instruments made before it was set report to it once it is."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        f"""
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from pynenc_postgres.db.engine import get_database
+        from pynenc_postgres.db.settings import DatabaseSettings
+
+        db = get_database(DatabaseSettings(url={database_url!r}))
+        db.fetchone("SELECT 1", ())  # before any provider: OpenTelemetry's proxy
+        reader = InMemoryMetricReader()
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
+        db.fetchone("SELECT 2", ())
+        names = {{
+            m.name: [dict(p.attributes) for p in m.data.data_points]
+            for r in reader.get_metrics_data().resource_metrics
+            for s in r.scope_metrics
+            for m in s.metrics
+        }}
+        print(sorted(names))
+        print(names["db.client.connection.count"])
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    names, connections = done.stdout.splitlines()
+    assert "pynenc_postgres.statements" in names
+    assert "db.client.connection.count" in names
+    assert "'db.client.connection.state': 'idle'" in connections

@@ -266,7 +266,12 @@ def claim(db: Database, statement: str, params: Sequence[Any], queue: str) -> An
     return row
 
 
-if otel_metrics is None:
+if otel_metrics is not None:
+    # Created now, through the global provider: OpenTelemetry's proxy until the
+    # application sets one, whenever it does, so the observable instruments (statement
+    # counts, pool connections) report from the first collection on.
+    _get()
+else:
 
     def count_statement() -> None:
         pass
