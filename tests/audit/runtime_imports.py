@@ -13,6 +13,7 @@ import threading
 from pynenc import PynencBuilder
 
 from tests.audit import tasks
+from tests.waiting import wait_until
 
 AUDIT_ONLY = ("pynenc_postgres.models", "pynenc_postgres.db.models", "pynenc_postgres.db.views")
 
@@ -34,11 +35,16 @@ def main(url: str, sqlite_path: str) -> None:
     try:
         invocation = tasks.add(1, 2)
         assert invocation.result == 3
-        statuses = [
-            h.status_record.status.value
-            for h in app.state_backend.get_history(invocation.invocation_id)
-        ]
-        assert statuses[-1] == "success", statuses
+
+        def statuses() -> list[str]:
+            return [
+                h.status_record.status.value
+                for h in app.state_backend.get_history(invocation.invocation_id)
+            ]
+
+        # pynenc sets the orchestrator's status, which ends the wait for the result,
+        # before it adds the history row of that status.
+        wait_until(lambda: statuses()[-1] == "success", lambda: f"history {statuses()}")
     finally:
         app.runner.stop_runner_loop()
         runner.join()
