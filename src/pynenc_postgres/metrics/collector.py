@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pynenc_postgres.db.engine import Database, get_database
-from pynenc_postgres.db.errors import PostgresPluginError, translate
+from pynenc_postgres.db.errors import PostgresConfigError, PostgresPluginError, translate
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.metrics import sql as metrics_sql
 from pynenc_postgres.metrics.sql import MetricsSql
@@ -56,9 +56,14 @@ class MetricsOptions:
 
     def __post_init__(self) -> None:
         if not self.runner_dead_after_minutes > 0:
-            raise ValueError("runner_dead_after_minutes must be a positive number of minutes")
+            raise PostgresConfigError(
+                f"runner_dead_after_minutes is {self.runner_dead_after_minutes}; use the "
+                "runners' runner_considered_dead_after_minutes, a positive number of minutes."
+            )
         if not self.timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+            raise PostgresConfigError(
+                f"The scrape timeout is {self.timeout}; use a positive number of seconds."
+            )
 
     @property
     def dead_after_seconds(self) -> float:
