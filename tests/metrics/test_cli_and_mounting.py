@@ -125,3 +125,18 @@ def test_asgi_app(database_url: str) -> None:
     assert sent[0]["status"] == 200
     body = b"".join(m.get("body", b"") for m in sent[1:]).decode()
     assert value(parse(body), "pynenc_queue_depth", app_id="cli-app", queue="q") == 2
+
+
+def test_bad_options_are_refused_with_their_name() -> None:
+    from pynenc_postgres.db.errors import PostgresConfigError
+    from pynenc_postgres.metrics import MetricsOptions
+
+    with pytest.raises(PostgresConfigError, match="runner_considered_dead_after_minutes"):
+        MetricsOptions(runner_dead_after_minutes=0)
+    with pytest.raises(PostgresConfigError, match="timeout"):
+        MetricsOptions(timeout=-1)
+    done = subprocess.run(
+        _cli("--once", "--timeout", "0"), capture_output=True, text=True, env=_env()
+    )
+    assert done.returncode == 2
+    assert "--timeout" in done.stderr and "positive" in done.stderr
