@@ -433,6 +433,91 @@ def side_by_side(runner: Runner, kinds: list[str], rounds: int) -> Results:
     return results
 
 
+# -- paired slices: the hooks and the trigger, on and off in turns -------------------------
+
+
+@dataclass
+class Paired:
+    """Per pair of slices (one on, one off, in alternating order): time and CPU ratios."""
+
+    name: str
+    collection_ms: float | None = None
+    time: list[float] = field(default_factory=list)
+    client_cpu: list[float] = field(default_factory=list)
+    server_cpu: list[float] = field(default_factory=list)
+
+    def line(self) -> str:
+        def pct(values: list[float]) -> str:
+            return f"{(median(values) - 1) * 100:+.1f} %" if values else "-"
+
+        collection = (
+            f"; one collection of every instrument by the reader takes {self.collection_ms:.2f} ms"
+            if self.collection_ms is not None
+            else ""
+        )
+        return (
+            f"{self.name}: **{pct(self.time)}** of the time, {pct(self.client_cpu)} of the "
+            f"benchmark process's CPU, {pct(self.server_cpu)} of the server's CPU "
+            f"(medians over {len(self.time)} pairs){collection}"
+        )
+
+
+def paired(
+    postgres_url: str, tmp: Path, kind: str, pairs: int, batch: int, warmup: int
+) -> tuple[Paired, Paired]:
+    """The hooks (with an SDK provider) and the history counters' trigger, each turned on
+    and off for alternate slices of ``batch`` invocations of one app, ``pairs`` times.
+
+    Neighbouring slices share the machine's load of the moment, so the ratio of a pair
+    is steadier on a busy machine than that of two whole runs; the median of the pairs
+    is reported.
+    """
+    app = build_app(kind, f"bench-paired-{uuid.uuid4().hex[:8]}", postgres_url, "", tmp)
+    PynencWorkload(app, warmup, "paired-warmup").run()
+    results = (Paired("OpenTelemetry SDK over no hooks"), Paired("trigger on over off"))
+    slice_no = 0
+
+    def measure(hooks: bool) -> tuple[float, float, float | None]:
+        nonlocal slice_no
+        use_opentelemetry(hooks)
+        work = PynencWorkload(app, batch, f"paired-{slice_no}")
+        slice_no += 1
+        gc.collect()
+        backends = server_backends(postgres_url)
+        server = backend_cpu_seconds(backends)
+        client = time.process_time()
+        started = time.perf_counter()
+        work.run()
+        elapsed = time.perf_counter() - started
+        client = time.process_time() - client
+        after = backend_cpu_seconds(backends)
+        if hooks:  # a reader collects once a minute or so: its cost is reported apart
+            _OTEL_READER.get_metrics_data()
+        return elapsed, client, None if server is None or after is None else after - server
+
+    measure(hooks=True)  # the SDK's first collection, and warm caches, untimed
+    measure(hooks=False)
+    collection = time.perf_counter()
+    _OTEL_READER.get_metrics_data()
+    results[0].collection_ms = (time.perf_counter() - collection) * 1000
+    for number in range(pairs):
+        for result, toggle in zip(results, ("hooks", "counters"), strict=True):
+            runs = {}
+            for on in (True, False) if number % 2 == 0 else (False, True):
+                if toggle == "counters":
+                    use_history_counters(postgres_url, on)
+                runs[on] = measure(hooks=on and toggle == "hooks")
+            use_history_counters(postgres_url, True)
+            (t_on, c_on, s_on), (t_off, c_off, s_off) = runs[True], runs[False]
+            result.time.append(t_on / t_off)
+            result.client_cpu.append(c_on / c_off if c_off else 1.0)
+            if s_on is not None and s_off:
+                result.server_cpu.append(s_on / s_off)
+    use_opentelemetry(False)
+    app.state_backend.purge()
+    return results
+
+
 # -- two writer processes ------------------------------------------------------------------
 
 
@@ -618,6 +703,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also compare this many writer processes with one (0 skips it)",
     )
     parser.add_argument(
+        "--pairs",
+        type=int,
+        default=20,
+        help="pairs of alternating slices for the price of the hooks and the trigger (0 skips)",
+    )
+    parser.add_argument("--pair-batch", type=int, default=200, help="invocations per slice")
+    parser.add_argument(
         "--write-docs",
         action="store_true",
         help="write the results and machine description into docs/benchmarks.md",
@@ -648,6 +740,18 @@ def main(argv: list[str] | None = None) -> int:
         otel = None
         if any(kind in kinds for kind in OTEL_KINDS + NO_COUNTER_KINDS):
             otel = render_otel(results, machine, command, args.rounds)
+            if args.pairs:
+                lines = [
+                    "",
+                    f"In alternating slices of {args.pair_batch} invocations of one app "
+                    f"({OURS_OFF}), on then off or off then on:",
+                    "",
+                ]
+                for result in paired(
+                    db.url, runner.tmp, OURS_OFF, args.pairs, args.pair_batch, args.warmup
+                ):
+                    lines.append(f"- {result.line()}.")
+                otel += "\n" + "\n".join(lines)
             print()
             print(otel)
         ratio = None
