@@ -26,9 +26,11 @@ import argparse
 import gc
 import multiprocessing
 import os
+import shlex
 import sys
 import tempfile
 import time
+import timeit
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -442,6 +444,9 @@ class Paired:
 
     name: str
     collection_ms: float | None = None
+    per_call_ns: float | None = None
+    calls_per_invocation: float | None = None
+    hooks_share: float | None = None
     time: list[float] = field(default_factory=list)
     client_cpu: list[float] = field(default_factory=list)
     server_cpu: list[float] = field(default_factory=list)
@@ -455,11 +460,45 @@ class Paired:
             if self.collection_ms is not None
             else ""
         )
+        direct = ""
+        if self.per_call_ns is not None and self.hooks_share is not None:
+            direct = (
+                f". Measured directly, the hook costs {self.per_call_ns:.0f} ns per call of the "
+                f"database layer, {self.calls_per_invocation:.1f} calls per invocation: "
+                f"{self.hooks_share * 100:.2f} % of the benchmark process's CPU per invocation"
+            )
         return (
             f"{self.name}: **{pct(self.time)}** of the time, {pct(self.client_cpu)} of the "
             f"benchmark process's CPU, {pct(self.server_cpu)} of the server's CPU "
-            f"(medians over {len(self.time)} pairs){collection}"
+            f"(medians over {len(self.time)} pairs){collection}{direct}"
         )
+
+
+def hook_cost_ns(calls: int = 200_000) -> float:
+    """Nanoseconds of the statement hook, called as the database layer calls it."""
+    from pynenc_postgres.db import telemetry
+
+    def statement() -> None:  # Database._statement
+        telemetry.count_statement("SELECT 1")
+
+    def fetchone() -> None:  # Database.fetchone
+        statement()
+
+    def component() -> None:  # the component's call
+        fetchone()
+
+    def bare() -> None:
+        pass
+
+    def bare_fetchone() -> None:
+        bare()
+
+    def bare_component() -> None:
+        bare_fetchone()
+
+    hooked = timeit.timeit(component, number=calls)
+    plain = timeit.timeit(bare_component, number=calls)
+    return (hooked - plain) / calls * 1e9
 
 
 def paired(
@@ -495,8 +534,15 @@ def paired(
             _OTEL_READER.get_metrics_data()
         return elapsed, client, None if server is None or after is None else after - server
 
+    from pynenc_postgres.db import telemetry
+
+    before = sum(telemetry.statement_counts().values())
     measure(hooks=True)  # the SDK's first collection, and warm caches, untimed
-    measure(hooks=False)
+    calls_per_invocation = (sum(telemetry.statement_counts().values()) - before) / batch
+    _, cpu_off, _ = measure(hooks=False)
+    results[0].per_call_ns = hook_cost_ns()
+    results[0].hooks_share = calls_per_invocation * results[0].per_call_ns / 1e9 / (cpu_off / batch)
+    results[0].calls_per_invocation = calls_per_invocation
     collection = time.perf_counter()
     _OTEL_READER.get_metrics_data()
     results[0].collection_ms = (time.perf_counter() - collection) * 1000
@@ -734,7 +780,7 @@ def main(argv: list[str] | None = None) -> int:
         table = render(results, args.rounds, args.invocations)
         print()
         print(table)
-        command = "python -m benchmarks.workload " + " ".join(
+        command = "python -m benchmarks.workload " + shlex.join(
             a for a in (argv if argv is not None else sys.argv[1:]) if a != "--write-docs"
         )
         otel = None

@@ -225,7 +225,7 @@ class Database:
 
     def _statement(self, query: str, params: Sequence[Any], fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
-        count_statement()
+        count_statement(query)
         failure: Exception | None = None
         pool = self._hot
         if pool is not None and self._pool_pid == os.getpid():

@@ -52,6 +52,10 @@ _local = threading.local()
 _all_counts: list[dict[str, int]] = []
 _all_counts_lock = threading.Lock()
 _component_of_module: dict[str, str] = {}
+# Statement texts seen, with their component; a bound keeps texts built per call (if a
+# caller ever does that) from growing it.
+_component_of_query: dict[str, str] = {}
+_MAX_QUERIES = 4096
 
 
 def _new_counts() -> dict[str, int]:
@@ -80,15 +84,28 @@ def _count(component: str) -> None:
     counts[component] = counts.get(component, 0) + 1
 
 
-def count_statement() -> None:
-    """Count one statement of ``Database.fetchone/fetchall/execute`` for its caller's component."""
-    # 0: here, 1: Database._statement, 2: Database.fetchone..., 3: the component (or
-    # claim() below, on the broker's behalf).
-    frame = sys._getframe(3)
-    module = frame.f_globals.get("__name__", "")
-    if module == __name__ and frame.f_back is not None:
-        module = frame.f_back.f_globals.get("__name__", "")
-    _count(_component(module))
+def count_statement(query: str) -> None:
+    """Count one statement of ``Database.fetchone/fetchall/execute`` for its caller's component.
+
+    Each component's statements are texts written once (its ``sql.py``), so the
+    component is looked up by the text; the caller's frame names it the first time.
+    """
+    component = _component_of_query.get(query)
+    if component is None:
+        # 0: here, 1: Database._statement, 2: Database.fetchone..., 3: the component (or
+        # claim() below, on the broker's behalf).
+        frame = sys._getframe(3)
+        module = frame.f_globals.get("__name__", "")
+        if module == __name__ and frame.f_back is not None:
+            module = frame.f_back.f_globals.get("__name__", "")
+        component = _component(module)
+        if len(_component_of_query) < _MAX_QUERIES:
+            _component_of_query[query] = component
+    try:
+        counts: dict[str, int] = _local.counts
+    except AttributeError:
+        counts = _new_counts()
+    counts[component] = counts.get(component, 0) + 1
 
 
 def count_operation(operation: Callable[..., Any]) -> None:
@@ -273,7 +290,7 @@ if otel_metrics is not None:
     _get()
 else:
 
-    def count_statement() -> None:
+    def count_statement(query: str) -> None:
         pass
 
     def count_operation(operation: Callable[..., Any]) -> None:
