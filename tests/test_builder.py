@@ -62,6 +62,14 @@ BROKER_KEYWORD_VALUES: dict[str, Any] = {
     "broker_wakeup": "poll",
     "broker_poll_interval_sec": 0.2,
     "broker_claim_synchronous_commit": "local",
+    "broker_poll_max_interval_sec": 0.8,
+    "broker_recheck_interval_sec": 2.5,
+    "broker_listener_scope": "process",
+}
+# Keywords that one other component reads, with the component and a non-default value.
+COMPONENT_KEYWORD_VALUES: dict[str, tuple[str, Any]] = {
+    "heartbeat_interval_sec": ("orchestrator", 2.5),
+    "invocation_cache_size": ("state_backend", 17),
 }
 
 
@@ -126,7 +134,9 @@ def test_postgres_state_backend_keeps_the_other_components(
 
 def test_both_builder_methods_take_the_same_keywords() -> None:
     assert inspect.signature(postgres) == inspect.signature(postgres_state_backend)
-    assert set(PostgresSettings.__annotations__) == set(KEYWORD_VALUES) | set(BROKER_KEYWORD_VALUES)
+    assert set(PostgresSettings.__annotations__) == (
+        set(KEYWORD_VALUES) | set(BROKER_KEYWORD_VALUES) | set(COMPONENT_KEYWORD_VALUES)
+    )
     # Each keyword names a field of the settings every component reads, or the broker's.
     assert set(KEYWORD_VALUES) <= {field.name for field in dataclasses.fields(DatabaseSettings)}
 
@@ -164,6 +174,18 @@ def test_broker_keywords_reach_the_postgres_broker(method: str, database_url: st
         key: getattr(broker.conf, f"postgres_{key}") for key in BROKER_KEYWORD_VALUES
     } == BROKER_KEYWORD_VALUES
     assert broker.wakeup_mode == "poll"
+
+
+@pytest.mark.parametrize("method", ["postgres", "postgres_state_backend"])
+def test_component_keywords_reach_the_component_that_reads_them(
+    method: str, database_url: str
+) -> None:
+    values = {key: value for key, (_, value) in COMPONENT_KEYWORD_VALUES.items()}
+    builder = getattr(PynencBuilder().memory(), method)(url=database_url, **values)
+    app = builder.custom_config(orchestrator_cls="PostgresOrchestrator").build()
+
+    for key, (component, value) in COMPONENT_KEYWORD_VALUES.items():
+        assert getattr(getattr(app, component).conf, f"postgres_{key}") == value, key
 
 
 def test_unset_keywords_keep_the_configured_value(

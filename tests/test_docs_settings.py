@@ -90,6 +90,7 @@ def other_value(field: str, default: Any) -> Any:
         "postgres_apply_settings": "transaction",
         "postgres_broker_wakeup": "poll",
         "postgres_broker_claim_synchronous_commit": "local",
+        "postgres_broker_listener_scope": "process",
     }
     if field in valid:
         return valid[field]

@@ -75,6 +75,15 @@ class PostgresSettings(TypedDict, total=False):
         when it polls.
     :param broker_claim_synchronous_commit: ``synchronous_commit`` of the broker's claim
         statement (default ``off``); empty keeps the connection's setting.
+    :param broker_poll_max_interval_sec: longest interval between claims of an idle
+        consumer that polls (the interval doubles after each empty claim).
+    :param broker_recheck_interval_sec: longest time an idle consumer sends nothing while
+        notifications are live.
+    :param broker_listener_scope: ``host`` (one ``LISTEN`` session per host, which wakes
+        one idle consumer per routed invocation) or ``process``.
+    :param heartbeat_interval_sec: shortest time between two heartbeat writes of a runner.
+    :param invocation_cache_size: invocation rows each process keeps after reading them;
+        0 keeps none.
 
     The broker keywords apply to ``PostgresBroker``: ``.postgres(...)`` selects it, and
     after ``.postgres_state_backend(...)`` they take effect once it is selected, e.g. with
@@ -102,6 +111,11 @@ class PostgresSettings(TypedDict, total=False):
     broker_wakeup: str | None
     broker_poll_interval_sec: float | None
     broker_claim_synchronous_commit: str | None
+    broker_poll_max_interval_sec: float | None
+    broker_recheck_interval_sec: float | None
+    broker_listener_scope: str | None
+    heartbeat_interval_sec: float | None
+    invocation_cache_size: int | None
 
 
 def postgres(

@@ -24,7 +24,9 @@ Tables (one class each; every primary key starts with ``app_id``):
   invocation is in), :class:`OrchestratorArgument`, :class:`OrchestratorWaiting`,
   :class:`RunnerHeartbeat`, :class:`AtomicServiceExecution`;
 * ``PostgresBroker``'s queue, :class:`BrokerMessage` (invocations routed and not yet
-  taken), and ``PostgresClientDataStore``'s :class:`ClientData`.
+  taken), and ``PostgresClientDataStore``'s :class:`ClientData`;
+* :class:`HistoryCounter`: running totals of finished, failed, retried and recovered
+  invocations per app, kept by a trigger on the history; retention never lowers them.
 
 Views (read-only; the session refuses to write their rows):
 
@@ -77,6 +79,7 @@ from pynenc_postgres.db.models import (
     Base,
     BrokerMessage,
     ClientData,
+    HistoryCounter,
     Invocation,
     InvocationException,
     InvocationHistory,
@@ -116,6 +119,7 @@ __all__ = [
     "Base",
     "BrokerMessage",
     "ClientData",
+    "HistoryCounter",
     "Invocation",
     "InvocationException",
     "InvocationHistory",

@@ -54,6 +54,14 @@ _CATALOG = {
     "views": """
         SELECT schemaname, viewname, definition FROM pg_views
         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')""",
+    "functions": """
+        SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)
+        FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+        WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')""",
+    "triggers": """
+        SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid)
+        FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+        WHERE NOT t.tgisinternal""",
     # Comments on relations and on their columns (by name: a column dropped and added
     # again gets a new number).
     "comments": """

@@ -13,6 +13,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc_postgres.broker.sql import BrokerSql, statements
 from pynenc_postgres.broker.waiting import ClaimLoop
 from pynenc_postgres.conf import ConfigBrokerPostgres
+from pynenc_postgres.db import telemetry
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.notify import route_payload
@@ -206,7 +207,9 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
         """
         self._validate_queue_names((queue_name,))
         return self.claim_loop().retrieve(
-            self.wake_key(self.app_id, queue_name), claim, float(self.conf.queue_timeout_sec)
+            self.wake_key(self.app_id, queue_name),
+            lambda: telemetry.claim(claim, queue_name),
+            float(self.conf.queue_timeout_sec),
         )
 
     def claim_synchronous_commit(self) -> str:

@@ -1,4 +1,4 @@
-"""``pynenc-postgres``: schema migrations, retention, inspection and the demo.
+"""``pynenc-postgres``: schema migrations, retention, inspection, metrics and the demo.
 
 The database comes from ``--url`` or from pynenc config (``PYNENC__POSTGRES_URL``,
 ``[tool.pynenc]`` in ``pyproject.toml``, or the file named by ``PYNENC__FILEPATH``).
@@ -18,6 +18,7 @@ from pynenc_postgres.cli.common import settings_from_args
 from pynenc_postgres.cli.db import add_db_commands
 from pynenc_postgres.cli.demo import add_demo_command
 from pynenc_postgres.cli.inspect import add_inspect_commands
+from pynenc_postgres.cli.metrics import add_metrics_command
 from pynenc_postgres.cli.purge import add_purge_command
 from pynenc_postgres.db.errors import PostgresPluginError, translate
 
@@ -29,13 +30,14 @@ COMMAND_GROUPS: list[CommandRegistrar] = [
     add_purge_command,
     add_inspect_commands,
     add_demo_command,
+    add_metrics_command,
 ]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pynenc-postgres",
-        description="PostgreSQL plugin for pynenc: schema, retention, inspection, demo.",
+        description="PostgreSQL plugin for pynenc: schema, retention, inspection, metrics, demo.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for register in COMMAND_GROUPS:

@@ -39,6 +39,7 @@ from pynenc_postgres.db.errors import (
 )
 from pynenc_postgres.db.pool import ConnectionPool, NothingSentError, PooledConnection
 from pynenc_postgres.db.settings import DatabaseSettings, libpq_url
+from pynenc_postgres.db.telemetry import count_operation, count_statement, retried
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +228,7 @@ class Database:
 
     def _statement(self, query: str, params: Params, fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
+        count_statement(query)
         borrowed = borrowed_transaction()
         if borrowed is not None:  # inside in_transaction(): the application's connection
             return _fetch(borrowed.execute(self, query, params), fetch)
@@ -267,6 +269,7 @@ class Database:
         :raises PostgresPluginError: the failure was permanent, or outlasted
             ``postgres_retry_attempts``.
         """
+        count_operation(operation)
         borrowed = borrowed_transaction()
         if borrowed is not None:  # inside in_transaction(): the application's connection
             return borrowed.run(self, operation)
@@ -344,6 +347,7 @@ class Database:
                     delay,
                     str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause),
                 )
+                retried(cause)
                 time.sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, s.retry_max_delay)
                 attempt += 1

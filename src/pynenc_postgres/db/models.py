@@ -447,6 +447,55 @@ class WorkflowSubInvocation(Base):
     created_at: Mapped[datetime] = _created_at()
 
 
+HISTORY_COUNTER_STORAGE_PARAMETERS = {
+    # Every increment writes a new version of one of a few rows: leave room on the page
+    # for it (a HOT update), and vacuum the old versions early.
+    "fillfactor": "50",
+    "autovacuum_vacuum_scale_factor": "0",
+    "autovacuum_vacuum_threshold": "1000",
+    "autovacuum_vacuum_cost_delay": "0",
+}
+"""Per-table settings of ``pynenc_history_counter``."""
+
+
+class HistoryCounter(Base):
+    """Totals of history rows per app and status, for counters that retention never lowers.
+
+    A trigger on ``pynenc_invocation_history`` (migration 0007) adds 1 for every row
+    inserted with a counted status: the final ones, ``retry``, ``pending_recovery`` and
+    ``running_recovery``. A total is spread over rows (``shard``: concurrent writers,
+    and every 64 rows of a transaction that inserts many); sum them::
+
+        select(HistoryCounter.status, func.sum(HistoryCounter.total))
+        .where(HistoryCounter.app_id == app_id).group_by(HistoryCounter.status)
+    """
+
+    __tablename__ = tables.HISTORY_COUNTER
+    __table_args__ = (
+        {
+            "comment": "Running totals of history rows per app and status, kept by a "
+            "trigger on pynenc_invocation_history; deleting history never lowers them.",
+            "postgresql_with": HISTORY_COUNTER_STORAGE_PARAMETERS,
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    status: Mapped[str] = mapped_column(
+        primary_key=True,
+        comment="Status counted: success, failed, concurrency_controlled_final, retry, "
+        "pending_recovery or running_recovery.",
+    )
+    shard: Mapped[int] = mapped_column(
+        primary_key=True,
+        comment="Which row of the total: the writer's server pid modulo 16, plus 16 "
+        "per 64 counted rows already inserted by its transaction. Sum the shards.",
+    )
+    total: Mapped[int] = mapped_column(
+        comment="History rows of this app and status inserted since the counter was "
+        "installed (revision 0007); retention never lowers it."
+    )
+
+
 QUEUE_STORAGE_PARAMETERS = {
     # Vacuum after a fixed number of dead rows, whatever the table's size: after a
     # backlog of a million rows the default (20 % of the rows) would let 200,000 dead

@@ -32,6 +32,8 @@ from typing import Any
 import psycopg
 from psycopg.pq import ConnStatus, TransactionStatus
 
+from pynenc_postgres.db import telemetry
+
 Connection = psycopg.Connection[Any]
 
 _IDLE = TransactionStatus.IDLE
@@ -253,7 +255,9 @@ class ConnectionPool:
 
     def _get_slow(self) -> PooledConnection | None:
         """An idle connection, or None once a slot to open a new one is reserved."""
-        deadline = time.monotonic() + self._timeout
+        started = time.monotonic()
+        deadline = started + self._timeout
+        waited = False
         with self._cond:
             self._waiting += 1
             try:
@@ -267,14 +271,18 @@ class ConnectionPool:
                         return None
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        telemetry.pool_timed_out()
                         raise PoolTimeoutError(
                             f"all {self._capacity} pooled connections stayed busy for "
                             f"{self._timeout}s"
                         )
                     # Short slices: a wake-up lost to a race costs at most one slice.
+                    waited = True
                     self._cond.wait(min(remaining, 0.05))
             finally:
                 self._waiting -= 1
+                if waited:
+                    telemetry.pool_waited(time.monotonic() - started)
 
     def _open_new(self) -> PooledConnection:
         """Open a connection in the slot that :meth:`_get_slow` reserved."""

@@ -14,6 +14,8 @@ APP_INFO = "pynenc_app_info"
 WORKFLOW_RUN = "pynenc_workflow_run"
 WORKFLOW_DATA = "pynenc_workflow_data"
 WORKFLOW_SUB_INVOCATION = "pynenc_workflow_sub_invocation"
+# Running totals of history rows per status, kept by a trigger (migration 0009).
+HISTORY_COUNTER = "pynenc_history_counter"
 
 # The broker's queue and the client data store, each one table.
 BROKER_MESSAGE = "pynenc_broker_message"
@@ -32,6 +34,7 @@ STATE_TABLES = (
     INVOCATION,
     RUNNER_CONTEXT,
     APP_INFO,
+    HISTORY_COUNTER,
 )
 
 TRIGGER_CONDITION = "pynenc_trigger_condition"

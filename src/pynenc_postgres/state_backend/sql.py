@@ -69,6 +69,7 @@ def statements(schema: str) -> StateBackendSql:
     wfr = f"{s}.{t.WORKFLOW_RUN}"
     wfd = f"{s}.{t.WORKFLOW_DATA}"
     wfs = f"{s}.{t.WORKFLOW_SUB_INVOCATION}"
+    counter = f"{s}.{t.HISTORY_COUNTER}"
     history_columns = (
         "invocation_id, recorded_at, status, status_owner_id, status_set_at, "
         "runner_id, registered_by_invocation_id"
@@ -234,6 +235,6 @@ def statements(schema: str) -> StateBackendSql:
             ORDER BY recorded_at, invocation_id, write_order, status LIMIT %s""",
         purge_app=tuple(
             f"DELETE FROM {table} WHERE app_id = %s"
-            for table in (hist, res, exc, wfs, wfd, wfr, inv, ctx, app)
+            for table in (hist, res, exc, wfs, wfd, wfr, inv, ctx, app, counter)
         ),
     )
