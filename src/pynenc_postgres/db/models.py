@@ -492,7 +492,7 @@ class HistoryCounter(Base):
     )
     total: Mapped[int] = mapped_column(
         comment="History rows of this app and status inserted since the counter was "
-        "installed (revision 0007); retention never lowers it."
+        "installed (revision 0009); retention never lowers it."
     )
 
 
@@ -1179,7 +1179,7 @@ class RetentionRun(Base):
         comment="Runner that claimed a scheduled run; NULL for a command."
     )
     policy: Mapped[str] = mapped_column(
-        comment="What was in scope, e.g. 'default=14d, failed=30d' or the command's options."
+        comment="What was in scope, e.g. 'failed=30d, success=7d' or the command's options."
     )
     started_at: Mapped[datetime] = mapped_column(
         server_default=func.now(), comment="When the run started (server clock, UTC)."
