@@ -42,7 +42,9 @@ class Seed:
     unfinished: set[str] = field(default_factory=set)
 
 
-def build(url: str, app_id: str = APP, **settings: Any) -> Pynenc:
+def build(
+    url: str, app_id: str = APP, config: dict[str, Any] | None = None, **settings: Any
+) -> Pynenc:
     return (
         PynencBuilder()
         .postgres(url=url, **settings)
@@ -51,6 +53,7 @@ def build(url: str, app_id: str = APP, **settings: Any) -> Pynenc:
         .custom_config(
             runner_loop_sleep_time_sec=0.01,
             invocation_wait_results_sleep_time_sec=0.01,
+            **(config or {}),
         )
         .build()
     )

@@ -5,6 +5,7 @@ They are bound to an app built by the fixture (``task.app = app``).
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from pynenc import PynencBuilder
@@ -71,3 +72,15 @@ def order_of(context: EventContext) -> dict[str, Any]:
 SHIP_ON_ORDER = TriggerBuilder().on_event("order.placed").with_args_from_event(order_of)
 
 ALL_TASKS = (add, measure, echo_big, divide, unique, pipeline, place_order, ship_order)
+
+release_hold = threading.Event()
+
+
+@app.task
+def hold() -> str:
+    """Stays RUNNING until the test releases it: work in flight during retention."""
+    release_hold.wait(120)
+    return "released"
+
+
+ALL_TASKS = (*ALL_TASKS, hold)

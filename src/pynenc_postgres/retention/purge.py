@@ -381,7 +381,7 @@ def _purge_scopes(
     seen_memberships: set[tuple[str, str]] = set()
     seen_keys: set[str] = set()
     # In a dry run nothing goes, so the orchestrator's pass would find the history
-    # pass's invocations again: each is counted once.
+    # pass's invocations again: each is counted once. Blocked ones are not retried.
     seen_ids: set[str] = set()
 
     def delete(conn: Conn, ids: list[str], cutoff: datetime) -> dict[str, int]:
@@ -424,6 +424,9 @@ def _purge_scopes(
                 except Exception as exc:
                     if not _is_lock_timeout(exc):
                         raise
+                    # Not tried again in this run (the orchestrator's pass would find
+                    # them again); the next run does.
+                    seen_ids.update(ids)
                     report.batches_blocked += 1
                     report.errors.append(
                         f"lock timeout after {lock_timeout_ms} ms on a batch of {len(ids)} "

@@ -212,9 +212,11 @@ def statements(schema: str) -> RetentionSql:
             UPDATE {run} SET outcome = 'failed', error = %(error)s, finished_at = now()
             WHERE app_id = %(app_id)s AND run_id = %(run_id)s AND outcome = 'running'""",
         # One statement decides, on the server's clock, whether this runner runs the
-        # app's retention now: the row moves one interval ahead only if it was due (or
-        # if a shorter interval than the one it was set with is configured now). A
-        # concurrent claim waits for the row and then finds it no longer due. The
+        # app's retention now: the row moves one interval ahead only if it was due, by
+        # its due_at or, when a shorter interval is configured now, by the latest claim
+        # plus that interval. A concurrent claim waits for the row and then finds it no
+        # longer due (both conditions compare with the claim's time, never with the
+        # other transaction's now(), which may be a little earlier or later). The
         # answer always tells the caller how long until the next run is due.
         claim=f"""
             WITH claimed AS (
@@ -228,7 +230,7 @@ def statements(schema: str) -> RetentionSql:
                     last_claimed_by = excluded.last_claimed_by,
                     last_claimed_at = excluded.last_claimed_at
                 WHERE s.due_at <= now()
-                   OR s.due_at > now() + make_interval(secs => %(interval)s)
+                   OR s.last_claimed_at + make_interval(secs => %(interval)s) <= now()
                 RETURNING s.app_id, s.due_at
             ), started AS (
                 INSERT INTO {run} (app_id, run_id, kind, runner_id, policy, outcome)
