@@ -16,7 +16,7 @@ from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.retention import RetentionPolicy, purge_invocations
 from pynenc_postgres.retention.scheduled import RetentionSchedule
 from tests.retention import tasks
-from tests.retention.conftest import APP, Seed, age, bind, build
+from tests.retention.conftest import APP, Seed, age, bind, build, statuses
 from tests.retention.orphans import invocation_ids, orphans, rows_of
 from tests.waiting import wait_until
 
@@ -112,7 +112,8 @@ def test_a_batch_blocked_by_a_lock_fails_alone_and_the_next_run_goes_on(
     seeded: str, retention_seed: Seed
 ) -> None:
     age(seeded, timedelta(days=2))
-    held = sorted(retention_seed.finished)[0]
+    # The failed invocation: a row of its own in most tables, no step or child.
+    (held,) = (i for i, status in statuses(seeded).items() if status == "failed")
     before = rows_of(seeded, APP)
     settings = DatabaseSettings(url=seeded)
     with psycopg.connect(seeded) as holder:
