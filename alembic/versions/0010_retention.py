@@ -109,7 +109,8 @@ def upgrade() -> None:
             "kind",
             sa.Text(),
             nullable=False,
-            comment="scheduled (claimed by a runner) or command (pynenc-postgres purge).",
+            comment="scheduled (claimed by a runner) or command (pynenc-postgres purge, or a "
+            "call of purge_invocations or auto_purge).",
         ),
         sa.Column(
             "runner_id",

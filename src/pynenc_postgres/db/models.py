@@ -1173,7 +1173,8 @@ class RetentionRun(Base):
     app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
     run_id: Mapped[str] = mapped_column(primary_key=True, comment="Unique id of the run.")
     kind: Mapped[str] = mapped_column(
-        comment="scheduled (claimed by a runner) or command (pynenc-postgres purge)."
+        comment="scheduled (claimed by a runner) or command (pynenc-postgres purge, or a "
+        "call of purge_invocations or auto_purge)."
     )
     runner_id: Mapped[str | None] = mapped_column(
         comment="Runner that claimed a scheduled run; NULL for a command."

@@ -35,8 +35,8 @@ from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat
 from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
-from pynenc_postgres.retention.policy import RetentionPolicy
-from pynenc_postgres.retention.purge import purge_app
+from pynenc_postgres.retention.policy import RetentionPolicy, final_statuses
+from pynenc_postgres.retention.purge import Scope, purge_app, run_purge
 from pynenc_postgres.retention.scheduled import RetentionSchedule
 
 if TYPE_CHECKING:
@@ -417,9 +417,20 @@ class PostgresOrchestrator(CombinedLifecycle):
         self.db.execute(self.sql.set_purgeable, (self.app_id, invocation_id))
 
     def auto_purge(self) -> None:
-        """Delete invocations final for longer than ``auto_final_invocation_purge_hours``."""
-        seconds = float(self.conf.auto_final_invocation_purge_hours) * 3600
-        self.db.fetchone(self.sql.auto_purge, (self.app_id, seconds, self.app_id, self.app_id))
+        """Remove invocations final for longer than ``auto_final_invocation_purge_hours``.
+
+        pynenc 0.4 never calls it; a caller gets the one purge of
+        :mod:`pynenc_postgres.retention`, which removes them from every table, not only
+        the orchestrator's, and records the run.
+        """
+        hours = float(self.conf.auto_final_invocation_purge_hours)
+        run_purge(
+            self.settings,
+            self.app_id,
+            [Scope(final_statuses(), timedelta(hours=hours))],
+            policy=f"auto_purge: final statuses older than {hours:g}h",
+            runner_dead_after=timedelta(seconds=self._dead_after()),
+        )
 
     def purge(self) -> None:
         """Delete this app's orchestrator and retention rows, and nothing else, in one
