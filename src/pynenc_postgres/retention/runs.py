@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
+
 from pynenc_postgres.db.engine import get_database
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.retention import sql as retention_sql
@@ -37,16 +39,19 @@ class RetentionRun:
 def last_runs(
     settings: DatabaseSettings, app_id: str | None = None, limit: int = 10
 ) -> list[RetentionRun]:
-    """The latest runs, newest first.
+    """The latest runs, newest first, read in a ``READ ONLY`` transaction (the auditor
+    role can run it) that never migrates the schema.
 
     :param app_id: only this app's runs (None: every app's).
     :param limit: at most this many.
     """
     sql = retention_sql.statements(settings.schema)
-    database = get_database(settings.without_schema_changes())
-    rows: list[tuple[Any, ...]] = database.fetchall(
-        sql.last_runs, {"app_id": app_id, "limit": limit}
-    )
+
+    def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...]]:
+        conn.execute("SET TRANSACTION READ ONLY")
+        return conn.execute(sql.last_runs, {"app_id": app_id, "limit": limit}).fetchall()
+
+    rows = get_database(settings.without_schema_changes()).run(op, transaction=True)
     return [RetentionRun(*row) for row in rows]
 
 
