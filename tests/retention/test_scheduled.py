@@ -226,3 +226,21 @@ def test_retention_during_a_workload_loses_nothing_unfinished_or_younger_than_th
     for invocation_id in removed:
         assert finished_at[invocation_id] < last_end - window
     assert orphans(database_url, APP, removed) == {}
+
+
+def test_the_record_of_runs_stays_bounded(database_url: str) -> None:
+    from pynenc_postgres.retention.purge import RUN_RECORDS_KEPT
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pynenc_retention_run (app_id, run_id, kind, policy, started_at, "
+            "finished_at, outcome) SELECT %s, 'old-' || i, 'scheduled', 'p', "
+            "now() - make_interval(hours => i), now() - make_interval(hours => i), "
+            "'completed' FROM generate_series(1, %s) AS i",
+            (APP, RUN_RECORDS_KEPT + 5),
+        )
+    report = purge_invocations(DatabaseSettings(url=database_url), APP)
+    recorded = runs(database_url)
+    assert len(recorded) == RUN_RECORDS_KEPT
+    assert recorded[-1][0] == report.run_id
+    assert recorded[0][0] == f"old-{RUN_RECORDS_KEPT - 1}"

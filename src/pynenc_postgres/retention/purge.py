@@ -64,6 +64,10 @@ KEPT_TABLES: tuple[str, ...] = (
 )
 """Tables a purge of invocations never deletes from (see the module's docstring)."""
 
+RUN_RECORDS_KEPT = 1000
+"""Records of ``pynenc_retention_run`` an app keeps: its latest runs (about six weeks of
+hourly runs); older ones go when a run ends."""
+
 DEFAULT_LOCK_TIMEOUT_MS = 2000
 """Longest a batch waits for a row lock before it is rolled back and left for later."""
 
@@ -365,7 +369,13 @@ def _record(
     if report.run_id is None:
         return
     params = {**_record_params(report), "outcome": outcome, "error": error}
-    database.run(lambda conn: conn.execute(sql.record_end, params))
+    trim = {"app_id": report.app_id, "keep": RUN_RECORDS_KEPT - 1}
+
+    def op(conn: Conn) -> None:
+        conn.execute(sql.record_end, params)
+        conn.execute(sql.trim_records, trim)
+
+    database.run(op, transaction=True)
 
 
 def _purge_scopes(

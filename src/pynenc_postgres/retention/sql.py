@@ -90,6 +90,7 @@ class RetentionSql:
     record_progress: str
     record_end: str
     record_failure: str
+    trim_records: str
     claim: str
     last_runs: str
 
@@ -211,6 +212,12 @@ def statements(schema: str) -> RetentionSql:
         record_failure=f"""
             UPDATE {run} SET outcome = 'failed', error = %(error)s, finished_at = now()
             WHERE app_id = %(app_id)s AND run_id = %(run_id)s AND outcome = 'running'""",
+        # The record stays bounded too: an app keeps its latest runs only.
+        trim_records=f"""
+            DELETE FROM {run}
+            WHERE app_id = %(app_id)s AND started_at < (
+                SELECT started_at FROM {run} WHERE app_id = %(app_id)s
+                ORDER BY started_at DESC OFFSET %(keep)s LIMIT 1)""",
         # One statement decides, on the server's clock, whether this runner runs the
         # app's retention now: the row moves one interval ahead only if it was due, by
         # its due_at or, when a shorter interval is configured now, by the latest claim
