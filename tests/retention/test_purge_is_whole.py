@@ -19,7 +19,8 @@ import pytest
 from pynenc_postgres.cli import main
 from pynenc_postgres.db import tables as t
 from pynenc_postgres.db.models import Base
-from pynenc_postgres.retention import KEPT_TABLES, PURGED_TABLES
+from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.retention import KEPT_TABLES, PURGED_TABLES, purge_invocations
 from pynenc_postgres.retention.sql import INVOCATION_ROWS
 from tests.retention.conftest import APP, OTHER_APP, Seed, age, build
 from tests.retention.orphans import (
@@ -87,6 +88,11 @@ def test_purge_leaves_no_row_pointing_at_a_removed_invocation(
     assert before[t.CLIENT_DATA] and before[t.ORCHESTRATOR_ARGUMENT]
     assert before[t.WORKFLOW_DATA] and before[t.BROKER_MESSAGE]
 
+    dry = purge_invocations(
+        DatabaseSettings(url=seeded), APP, older_than=timedelta(days=1), dry_run=True
+    )
+    assert rows_of(seeded, APP) == before  # a dry run removes nothing, anywhere
+
     WAYS[way](seeded)
 
     removed = invocation_ids_of(before) - invocation_ids(seeded, APP)
@@ -135,6 +141,9 @@ def test_purge_leaves_no_row_pointing_at_a_removed_invocation(
     )
     assert rows_removed[t.INVOCATION] == len(removed)
     assert rows_removed[t.ORCHESTRATOR_INVOCATION] == len(removed)
+    # The dry run counted what the run removed, table by table.
+    assert dry.invocations == len(removed)
+    assert dry.rows == rows_removed
 
 
 def invocation_ids_of(rows: dict[str, set[tuple[object, ...]]]) -> set[str]:
