@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -19,6 +22,8 @@ from tests.retention import tasks
 from tests.retention.conftest import APP, Seed, age, bind, build, statuses
 from tests.retention.orphans import invocation_ids, orphans, rows_of
 from tests.waiting import wait_until
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def runs(url: str, app_id: str = APP) -> list[tuple[Any, ...]]:
@@ -64,6 +69,26 @@ def test_runners_of_a_cluster_run_each_intervals_retention_once(database_url: st
             "SELECT last_run_id FROM pynenc_retention_schedule WHERE app_id = %s", (APP,)
         ).fetchone()
     assert row is not None and row[0] == recorded[-1][0]
+
+
+def test_two_runner_processes_run_each_intervals_retention_once(database_url: str) -> None:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.retention.schedule_child", database_url, name, "2.5"],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("host-a", "host-b")
+    ]
+    for child in children:
+        assert child.wait(timeout=120) == 0
+    recorded = runs(database_url)
+    started = [row[3] for row in recorded]
+    assert len(recorded) >= 2
+    gaps = [later - earlier for earlier, later in itertools.pairwise(started)]
+    assert all(gap >= timedelta(seconds=1) for gap in gaps), gaps
+    assert {row[2] for row in recorded} <= {"host-a", "host-b"}
 
 
 def test_a_process_asks_the_schedule_once_per_interval_not_per_loop(database_url: str) -> None:
