@@ -170,7 +170,9 @@ def age(url: str, by: timedelta, app_id: str = APP) -> None:
     """Move every time of the app's rows back by ``by``, as if all of it happened then."""
     updates = {
         "pynenc_invocation_history": "recorded_at = recorded_at - %(by)s",
-        "pynenc_orchestrator_invocation": "status_set_at = status_set_at - %(by)s",
+        "pynenc_orchestrator_invocation": (
+            "status_set_at = status_set_at - %(by)s, purgeable_since = purgeable_since - %(by)s"
+        ),
         "pynenc_client_data": "stored_at = stored_at - %(by)s",
         "pynenc_runner_context": "created_at = created_at - %(by)s",
         "pynenc_runner_heartbeat": (

@@ -64,9 +64,16 @@ def purge_by_schedule(url: str) -> None:
     assert report is not None and report.outcome == "completed"
 
 
+def purge_by_auto_purge(url: str) -> None:
+    """pynenc's auto_purge(): what was set up for it (on reaching a final status)."""
+    app = build(url, config={"auto_final_invocation_purge_hours": 24.0})
+    app.orchestrator.auto_purge()
+
+
 WAYS: dict[str, Callable[[str], None]] = {
     "command": purge_by_command,
     "scheduled": purge_by_schedule,
+    "auto_purge": purge_by_auto_purge,
 }
 
 
@@ -135,7 +142,7 @@ def test_purge_leaves_no_row_pointing_at_a_removed_invocation(
     assert row is not None
     kind, outcome, invocations, rows_removed = row
     assert (kind, outcome, invocations) == (
-        "command" if way == "command" else "scheduled",
+        "scheduled" if way == "scheduled" else "command",
         "completed",
         len(removed),
     )

@@ -35,7 +35,7 @@ from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat
 from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
-from pynenc_postgres.retention.policy import RetentionPolicy, final_statuses
+from pynenc_postgres.retention.policy import RetentionPolicy
 from pynenc_postgres.retention.purge import Scope, purge_app, run_purge
 from pynenc_postgres.retention.scheduled import RetentionSchedule
 
@@ -417,7 +417,9 @@ class PostgresOrchestrator(CombinedLifecycle):
         self.db.execute(self.sql.set_purgeable, (self.app_id, invocation_id))
 
     def auto_purge(self) -> None:
-        """Remove invocations final for longer than ``auto_final_invocation_purge_hours``.
+        """Remove the invocations set up for auto purge (``set_up_invocation_auto_purge``,
+        which pynenc calls when an invocation reaches a final status) more than
+        ``auto_final_invocation_purge_hours`` ago.
 
         pynenc 0.4 never calls it; a caller gets the one purge of
         :mod:`pynenc_postgres.retention`, which removes them from every table, not only
@@ -427,8 +429,8 @@ class PostgresOrchestrator(CombinedLifecycle):
         run_purge(
             self.settings,
             self.app_id,
-            [Scope(final_statuses(), timedelta(hours=hours))],
-            policy=f"auto_purge: final statuses older than {hours:g}h",
+            [Scope((), timedelta(hours=hours), marked=True)],
+            policy=f"auto_purge: set up for auto purge more than {hours:g}h ago",
             runner_dead_after=timedelta(seconds=self._dead_after()),
         )
 

@@ -149,10 +149,14 @@ class Scope:
 
     :param statuses: current statuses in scope.
     :param older_than: their status was recorded at least this long ago (None: any age).
+    :param marked: see the attribute.
     """
 
     statuses: tuple[str, ...]
     older_than: timedelta | None
+    marked: bool = False
+    """Instead of statuses: the invocations set up for pynenc's auto purge
+    (``purgeable_since``) at least ``older_than`` ago, whatever their status."""
 
 
 def _is_lock_timeout(exc: BaseException) -> bool:
@@ -224,7 +228,7 @@ def _validate(app_id: str, batch_size: int, scopes: Sequence[Scope]) -> None:
         if scope.older_than is not None and scope.older_than < timedelta(0):
             # A cutoff in the future would put every invocation in scope, however recent.
             raise PostgresConfigError(f"older_than must not be negative (got {scope.older_than}).")
-        if not scope.statuses:
+        if not scope.statuses and not scope.marked:
             raise PostgresConfigError("A purge needs at least one status.")
 
 
@@ -422,7 +426,12 @@ def _purge_scopes(
 
     for scope in scopes:
         cutoff = now - (scope.older_than or timedelta(0))
-        for candidates in (_history_candidates, _orchestrator_candidates):
+        sources = (
+            (_marked_candidates,)
+            if scope.marked
+            else (_history_candidates, _orchestrator_candidates)
+        )
+        for candidates in sources:
             for found in candidates(database, sql, report.app_id, scope, cutoff, batch_size):
                 ids = [i for i in found if i not in seen_ids]
                 if not ids:
@@ -505,6 +514,31 @@ def _orchestrator_candidates(
                 break
             cursor = (rows[-1][0], rows[-1][1])
             yield [row[1] for row in rows]
+
+
+def _marked_candidates(
+    database: Database,
+    sql: RetentionSql,
+    app_id: str,
+    scope: Scope,
+    cutoff: datetime,
+    batch_size: int,
+) -> Iterable[list[str]]:
+    """Batches of invocations set up for auto purge before the cutoff."""
+    cursor: tuple[datetime, str] = (_START, "")
+    while True:
+        params: dict[str, Any] = {
+            "app_id": app_id,
+            "cutoff": cutoff,
+            "after_at": cursor[0],
+            "after_id": cursor[1],
+            "limit": batch_size,
+        }
+        rows = database.fetchall(sql.marked_candidates, params)
+        if not rows:
+            return
+        cursor = (rows[-1][0], rows[-1][1])
+        yield [row[1] for row in rows]
 
 
 def _sweep(

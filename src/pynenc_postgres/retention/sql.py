@@ -79,6 +79,7 @@ class RetentionSql:
     lock_timeout: str
     history_candidates: str
     orchestrator_candidates: str
+    marked_candidates: str
     client_data_keys: str
     deletes: tuple[tuple[str, str], ...]
     """(table, DELETE ... RETURNING 1) for every table of :data:`INVOCATION_ROWS`."""
@@ -158,6 +159,14 @@ def statements(schema: str) -> RetentionSql:
               AND status_set_at < %(cutoff)s
               AND (status_set_at, invocation_id) > (%(after_at)s, %(after_id)s)
             ORDER BY status_set_at, invocation_id
+            LIMIT %(limit)s""",
+        # Invocations set up for pynenc's auto purge (set_up_invocation_auto_purge) that
+        # long ago, whatever their status: pynenc's own rule for auto_purge().
+        marked_candidates=f"""
+            SELECT purgeable_since, invocation_id FROM {orch}
+            WHERE app_id = %(app_id)s AND purgeable_since <= %(cutoff)s
+              AND (purgeable_since, invocation_id) > (%(after_at)s, %(after_id)s)
+            ORDER BY purgeable_since, invocation_id
             LIMIT %(limit)s""",
         client_data_keys=f"""
             SELECT DISTINCT m.key[1] FROM (
