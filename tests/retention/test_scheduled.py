@@ -269,3 +269,18 @@ def test_the_record_of_runs_stays_bounded(database_url: str) -> None:
     assert len(recorded) == RUN_RECORDS_KEPT
     assert recorded[-1][0] == report.run_id
     assert recorded[0][0] == f"old-{RUN_RECORDS_KEPT - 1}"
+
+
+def test_a_claim_resent_after_a_lost_reply_recognises_itself(database_url: str) -> None:
+    schedule = RetentionSchedule(
+        DatabaseSettings(url=database_url),
+        APP,
+        RetentionPolicy.parse("1d", "", "1h"),
+        runner_dead_after=timedelta(minutes=10),
+    )
+    assert schedule._claim("run-1", "r1", 3600.0)[0] is True
+    # The same statement again, as the retry after a dropped connection sends it.
+    assert schedule._claim("run-1", "r1", 3600.0)[0] is True
+    # Another claim in the same interval loses.
+    assert schedule._claim("run-2", "r2", 3600.0)[0] is False
+    assert [row[0] for row in runs(database_url)] == ["run-1"]

@@ -208,7 +208,8 @@ def statements(schema: str) -> RetentionSql:
         server_now="SELECT now()",
         record_command=f"""
             INSERT INTO {run} (app_id, run_id, kind, runner_id, policy, outcome)
-            VALUES (%(app_id)s, %(run_id)s, 'command', NULL, %(policy)s, 'running')""",
+            VALUES (%(app_id)s, %(run_id)s, 'command', NULL, %(policy)s, 'running')
+            ON CONFLICT (app_id, run_id) DO NOTHING""",
         record_progress=f"""
             UPDATE {run} SET ({record_columns}) =
                 (%(invocations)s, %(batches)s, %(batches_blocked)s, %(rows_removed)s)
@@ -247,11 +248,14 @@ def statements(schema: str) -> RetentionSql:
                     last_claimed_at = excluded.last_claimed_at
                 WHERE s.due_at <= now()
                    OR s.last_claimed_at + make_interval(secs => %(interval)s) <= now()
+                   -- resent after a lost reply: the claim recognises its own run id
+                   OR s.last_run_id = excluded.last_run_id
                 RETURNING s.app_id, s.due_at
             ), started AS (
                 INSERT INTO {run} (app_id, run_id, kind, runner_id, policy, outcome)
                 SELECT app_id, %(run_id)s, 'scheduled', %(runner_id)s, %(policy)s, 'running'
                 FROM claimed
+                ON CONFLICT (app_id, run_id) DO NOTHING
             )
             SELECT true, extract(epoch FROM c.due_at - now())::float8 FROM claimed c
             UNION ALL
