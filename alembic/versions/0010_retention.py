@@ -14,9 +14,6 @@ moves it forward (once it is a minute old), so retention, which removes client d
 remaining row refers to, never takes a value that a new invocation is about to use.
 Only the column's comment changes here.
 
-The comment of ``pynenc_history_counter.total`` named the wrong revision (0007); it
-names 0009, the one that created the counters.
-
 Both tables are new and empty: nothing existing is locked beyond the catalog.
 
 Revision ID: 0010
@@ -45,27 +42,6 @@ STORED_AT_AFTER = (
     "forward once it is a minute old, so retention keeps a value that a new invocation "
     "is about to use."
 )
-
-COUNTER = "pynenc_history_counter"
-TOTAL_BEFORE = (
-    "History rows of this app and status inserted since the counter was installed "
-    "(revision 0007); retention never lowers it."
-)
-TOTAL_AFTER = (
-    "History rows of this app and status inserted since the counter was installed "
-    "(revision 0009); retention never lowers it."
-)
-
-
-def _comment_total(comment: str, existing: str) -> None:
-    op.alter_column(
-        COUNTER,
-        "total",
-        existing_type=sa.BigInteger(),
-        comment=comment,
-        existing_comment=existing,
-        existing_nullable=False,
-    )
 
 
 def upgrade() -> None:
@@ -195,11 +171,9 @@ def upgrade() -> None:
         existing_nullable=False,
         existing_server_default=sa.text("now()"),
     )
-    _comment_total(TOTAL_AFTER, TOTAL_BEFORE)
 
 
 def downgrade() -> None:
-    _comment_total(TOTAL_BEFORE, TOTAL_AFTER)
     op.alter_column(
         CLIENT_DATA,
         "stored_at",
