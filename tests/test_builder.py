@@ -70,6 +70,11 @@ BROKER_KEYWORD_VALUES: dict[str, Any] = {
 COMPONENT_KEYWORD_VALUES: dict[str, tuple[str, Any]] = {
     "heartbeat_interval_sec": ("orchestrator", 2.5),
     "invocation_cache_size": ("state_backend", 17),
+    "retention": ("orchestrator", "14d"),
+    "retention_by_status": ("orchestrator", "failed=30d,success=keep"),
+    "retention_interval": ("orchestrator", "15m"),
+    "retention_batch_size": ("orchestrator", 250),
+    "retention_lock_timeout_ms": ("orchestrator", 750),
 }
 
 

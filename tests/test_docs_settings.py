@@ -91,6 +91,9 @@ def other_value(field: str, default: Any) -> Any:
         "postgres_broker_wakeup": "poll",
         "postgres_broker_claim_synchronous_commit": "local",
         "postgres_broker_listener_scope": "process",
+        "postgres_retention": "14d",
+        "postgres_retention_by_status": "failed=30d,success=7d",
+        "postgres_retention_interval": "10m",
     }
     if field in valid:
         return valid[field]

@@ -66,7 +66,8 @@ def test_bad_arguments_are_refused_before_connecting(
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--batch-size", "0"], "batch_size must be at least 1"),
+        (["--batch-size", "0"], "--batch-size must be at least 1, not 0"),
+        (["--batch-size", "-5"], "--batch-size must be at least 1, not -5"),
         (["--older-than", "3y"], "Cannot read the duration '3y'"),
         (["--status", ","], "needs at least one status"),
         (["--status", "done"], "'done' is not a pynenc invocation status"),

@@ -84,6 +84,12 @@ class PostgresSettings(TypedDict, total=False):
     :param heartbeat_interval_sec: shortest time between two heartbeat writes of a runner.
     :param invocation_cache_size: invocation rows each process keeps after reading them;
         0 keeps none.
+    :param retention: how long finished invocations are kept (``14d``, ``6h``, ``30s``);
+        empty keeps everything (the default).
+    :param retention_by_status: per-status windows, e.g. ``failed=30d,success=7d``.
+    :param retention_interval: how often the cluster applies the retention policy.
+    :param retention_batch_size: invocations removed per retention transaction.
+    :param retention_lock_timeout_ms: ``lock_timeout`` of each retention batch.
 
     The broker keywords apply to ``PostgresBroker``: ``.postgres(...)`` selects it, and
     after ``.postgres_state_backend(...)`` they take effect once it is selected, e.g. with
@@ -116,6 +122,11 @@ class PostgresSettings(TypedDict, total=False):
     broker_listener_scope: str | None
     heartbeat_interval_sec: float | None
     invocation_cache_size: int | None
+    retention: str | None
+    retention_by_status: str | None
+    retention_interval: str | None
+    retention_batch_size: int | None
+    retention_lock_timeout_ms: int | None
 
 
 def postgres(

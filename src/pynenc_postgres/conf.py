@@ -153,9 +153,32 @@ class ConfigOrchestratorPostgres(ConfigOrchestrator, ConfigPostgres, ConfigSQLit
         than this are skipped, and the interval never exceeds a sixth of the time
         after which a runner is dead. A runner's first heartbeat, and a change of its
         queues or of its right to run the atomic service, are always written.
+    :cvar ConfigField[str] postgres_retention:
+        How long a finished invocation is kept once its final status was recorded: a
+        duration such as ``14d``, ``6h`` or ``30s`` (units s, m, h, d, w). Empty (the
+        default) keeps everything. One runner of the cluster applies it once per
+        ``postgres_retention_interval``, removing the invocations' rows from every table.
+    :cvar ConfigField[str] postgres_retention_by_status:
+        Per-status windows that replace ``postgres_retention`` for those final statuses:
+        comma-separated ``status=duration`` pairs, e.g. ``failed=30d,success=7d``;
+        ``keep`` as the duration keeps that status forever. A status named here is
+        purged even when ``postgres_retention`` is empty.
+    :cvar ConfigField[str] postgres_retention_interval:
+        How often the cluster applies the retention policy, a duration (default ``1h``).
+    :cvar ConfigField[int] postgres_retention_batch_size:
+        Invocations removed per transaction by the scheduled retention.
+    :cvar ConfigField[int] postgres_retention_lock_timeout_ms:
+        ``lock_timeout`` of each retention batch, in milliseconds: a batch that waits
+        longer for a row lock is rolled back and left for the next run, so runners never
+        wait long behind retention.
     """
 
     postgres_heartbeat_interval_sec = ConfigField(5.0)
+    postgres_retention = ConfigField("")
+    postgres_retention_by_status = ConfigField("")
+    postgres_retention_interval = ConfigField("1h")
+    postgres_retention_batch_size = ConfigField(1000)
+    postgres_retention_lock_timeout_ms = ConfigField(2000)
 
 
 class ConfigBrokerPostgres(ConfigBroker, ConfigPostgres):

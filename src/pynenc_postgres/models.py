@@ -26,7 +26,9 @@ Tables (one class each; every primary key starts with ``app_id``):
 * ``PostgresBroker``'s queue, :class:`BrokerMessage` (invocations routed and not yet
   taken), and ``PostgresClientDataStore``'s :class:`ClientData`;
 * :class:`HistoryCounter`: running totals of finished, failed, retried and recovered
-  invocations per app, kept by a trigger on the history; retention never lowers them.
+  invocations per app, kept by a trigger on the history; retention never lowers them;
+* :class:`RetentionSchedule` (when each app's retention is next due) and
+  :class:`RetentionRun` (every retention run: when, outcome, rows removed per table).
 
 Views (read-only; the session refuses to write their rows):
 
@@ -87,6 +89,8 @@ from pynenc_postgres.db.models import (
     OrchestratorArgument,
     OrchestratorInvocation,
     OrchestratorWaiting,
+    RetentionRun,
+    RetentionSchedule,
     RunnerContext,
     RunnerHeartbeat,
     TriggerCondition,
@@ -130,6 +134,8 @@ __all__ = [
     "OrchestratorInvocation",
     "OrchestratorWaiting",
     "ReadOnlyViewError",
+    "RetentionRun",
+    "RetentionSchedule",
     "RunnerContext",
     "RunnerHeartbeat",
     "RunnerStatus",

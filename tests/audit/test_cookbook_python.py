@@ -37,8 +37,6 @@ from tests.audit.cookbook import (
 )
 from tests.audit.test_roles import Roles, roles  # noqa: F401 - the auditor role fixture
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-
 Rows = list[tuple[Any, ...]]
 REPO = Path(__file__).resolve().parents[2]
 # Recipe blocks of the page that are not cookbook forms, and what each must define.

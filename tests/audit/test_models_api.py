@@ -37,8 +37,6 @@ from pynenc_postgres.models import (
 )
 from tests.audit.conftest import APP_A, Seed
 
-pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
-
 REPO = Path(__file__).resolve().parents[2]
 # What an auditor's loop over invocations reads: every relationship of an invocation.
 EVERYTHING = (

@@ -11,7 +11,7 @@ import psycopg
 
 from pynenc_postgres.db import schema
 from pynenc_postgres.db.settings import DatabaseSettings
-from pynenc_postgres.retention import _candidates_sql
+from pynenc_postgres.retention.sql import statements as retention_statements
 from pynenc_postgres.state_backend.sql import statements
 from tests.audit.conftest import APP_A, Seed
 
@@ -204,7 +204,7 @@ def test_views_and_history_reads_are_index_backed_on_a_large_history(database_ur
 
         candidates = plan(
             conn,
-            _candidates_sql("public", with_cutoff=True),
+            retention_statements("public").history_candidates,
             {
                 "app_id": "app-1",
                 "cutoff": at,

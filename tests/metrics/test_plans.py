@@ -94,6 +94,8 @@ CASES = {
     "runners": (STATEMENTS.runners, (DEAD_AFTER,) * 3),
     "atomic_service": (STATEMENTS.atomic_service, ()),
     "history_totals": (STATEMENTS.history_totals, ()),
+    "retention": (STATEMENTS.retention, ()),
+    "retention_behind": (STATEMENTS.retention_behind, ()),
     "tables": (STATEMENTS.tables, ("public", list(TABLES))),
 }
 

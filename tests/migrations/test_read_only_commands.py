@@ -35,6 +35,7 @@ COMMANDS: dict[tuple[str, ...], int] = {
     ("inspect", "invocations"): 2,
     ("inspect", "invocations", "--app-id", "some-app", "--since", "2h"): 2,
     ("inspect", "invocation", "some-invocation"): 2,
+    ("inspect", "retention"): 2,
     # The exporter reports pynenc_postgres_up 0 (and exits 1 with --once), naming the fix.
     ("metrics", "--once"): 1,
 }

@@ -13,11 +13,12 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc_postgres.broker.sql import BrokerSql, statements
 from pynenc_postgres.broker.waiting import ClaimLoop
 from pynenc_postgres.conf import ConfigBrokerPostgres
-from pynenc_postgres.db import telemetry
+from pynenc_postgres.db import tables, telemetry
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.errors import PostgresConfigError
 from pynenc_postgres.db.notify import route_payload
 from pynenc_postgres.db.wakeups import Notifier, existing_notifiers, get_notifier
+from pynenc_postgres.retention.purge import purge_app
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -242,4 +243,4 @@ class PostgresBroker(DatabaseComponent, BaseBroker):
 
     def purge(self) -> None:
         """Delete every queued invocation of this app, and nothing else."""
-        self.db.execute(self.sql.purge_app, (self.app_id,))
+        purge_app(self.db, self.settings.schema, self.app_id, (tables.BROKER_MESSAGE,))

@@ -46,8 +46,16 @@ def _inspect_invocation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inspect_retention(args: argparse.Namespace) -> int:
+    from pynenc_postgres.retention.runs import last_runs, render_runs
+
+    runs = last_runs(settings_from_args(args), app_id=args.app_id, limit=args.limit)
+    print(render_runs(runs))
+    return 0
+
+
 def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``pynenc-postgres inspect invocations|invocation``."""
+    """Register ``pynenc-postgres inspect invocations|invocation|retention``."""
     inspect = sub.add_parser("inspect", help="read-only views of invocations and timelines")
     inspect_sub = inspect.add_subparsers(dest="inspect_command", required=True)
 
@@ -80,3 +88,14 @@ def add_inspect_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     add_connection_options(one)
     one.set_defaults(handler=_inspect_invocation)
+
+    retention = inspect_sub.add_parser(
+        "retention",
+        help="the latest retention runs: when, which app, outcome, rows removed per table",
+    )
+    retention.add_argument("--app-id", help="only this app")
+    retention.add_argument(
+        "--limit", type=positive_int, default=10, help="at most this many runs (default 10)"
+    )
+    add_connection_options(retention)
+    retention.set_defaults(handler=_inspect_retention)

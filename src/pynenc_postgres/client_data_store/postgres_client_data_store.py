@@ -9,7 +9,9 @@ from pynenc.client_data_store.base_client_data_store import BaseClientDataStore
 
 from pynenc_postgres.client_data_store.sql import ClientDataSql, statements
 from pynenc_postgres.conf import ConfigClientDataStorePostgres
+from pynenc_postgres.db import tables
 from pynenc_postgres.db.component import DatabaseComponent
+from pynenc_postgres.retention.purge import purge_app
 
 if TYPE_CHECKING:
     import psycopg
@@ -70,4 +72,4 @@ class PostgresClientDataStore(DatabaseComponent, BaseClientDataStore):
 
     def _purge(self) -> None:
         """Delete every stored value of this app, and nothing else."""
-        self.db.execute(self.sql.purge_app, (self.app_id,))
+        purge_app(self.db, self.settings.schema, self.app_id, (tables.CLIENT_DATA,))

@@ -1,7 +1,11 @@
 """Every statement the client data store runs, written once per Postgres schema.
 
 Keys are hashes of the content, so a key that is already stored already holds this
-value: storing it again is a no-op that neither rewrites nor re-logs a large value.
+value: storing it again never rewrites the value. It only moves ``stored_at`` forward
+once that is a minute old, so that retention, which removes values nothing refers to
+any more, keeps one that a new invocation is about to refer to (see
+:mod:`pynenc_postgres.retention.purge`). Updating only ``stored_at`` keeps the large
+value's TOAST data as it is.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ def statements(schema: str) -> ClientDataSql:
     data = qualified(schema, t.CLIENT_DATA)
     return ClientDataSql(
         store=f"""
-            INSERT INTO {data} (app_id, data_key, data_value) VALUES (%s, %s, %b)
-            ON CONFLICT (app_id, data_key) DO NOTHING""",
+            INSERT INTO {data} AS d (app_id, data_key, data_value) VALUES (%s, %s, %b)
+            ON CONFLICT (app_id, data_key) DO UPDATE SET stored_at = now()
+            WHERE d.stored_at < now() - interval '1 minute'""",
         retrieve=f"SELECT data_value FROM {data} WHERE app_id = %s AND data_key = %s",
         purge_app=f"DELETE FROM {data} WHERE app_id = %s",
     )

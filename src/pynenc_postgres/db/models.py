@@ -36,7 +36,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.orm import (
     DeclarativeBase,
     Mapped,
@@ -570,7 +570,10 @@ class ClientData(Base):
         comment="The serialized value as UTF-8 bytes (bytea, so a NUL character survives).",
     )
     stored_at: Mapped[datetime] = mapped_column(
-        server_default=func.now(), comment="When the value was first stored (server clock, UTC)."
+        server_default=func.now(),
+        comment="When the value was last stored (server clock, UTC): storing it again "
+        "moves this forward once it is a minute old, so retention keeps a value that a "
+        "new invocation is about to use.",
     )
 
 
@@ -1128,12 +1131,94 @@ class TriggerRunParticipant(Base):
     )
 
 
+class RetentionSchedule(Base):
+    """When each app's retention is next due, claimed by one runner per interval."""
+
+    __tablename__ = tables.RETENTION_SCHEDULE
+    __table_args__ = (
+        {
+            "comment": "Retention schedule: one row per app. A runner claims a due run by "
+            "moving due_at one interval ahead in one statement, so one runner of the "
+            "cluster runs each interval's retention."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    due_at: Mapped[datetime] = mapped_column(
+        comment="When the next run is due (server clock, UTC)."
+    )
+    last_run_id: Mapped[str | None] = mapped_column(
+        comment="The latest run claimed (see pynenc_retention_run)."
+    )
+    last_claimed_by: Mapped[str | None] = mapped_column(
+        comment="Runner that claimed the latest run."
+    )
+    last_claimed_at: Mapped[datetime | None] = mapped_column(
+        comment="When the latest run was claimed (server clock, UTC)."
+    )
+
+
+class RetentionRun(Base):
+    """Every retention run, scheduled or from the command line, and what it removed."""
+
+    __tablename__ = tables.RETENTION_RUN
+    __table_args__ = (
+        Index("ix_pynenc_retention_run_app_id_started_at", "app_id", "started_at"),
+        {
+            "comment": "One row per retention run: when, which app, the policy applied, "
+            "its outcome and the rows removed per table."
+        },
+    )
+
+    app_id: Mapped[str] = mapped_column(primary_key=True, comment="pynenc application id.")
+    run_id: Mapped[str] = mapped_column(primary_key=True, comment="Unique id of the run.")
+    kind: Mapped[str] = mapped_column(
+        comment="scheduled (claimed by a runner) or command (pynenc-postgres purge, or a "
+        "call of purge_invocations or auto_purge)."
+    )
+    runner_id: Mapped[str | None] = mapped_column(
+        comment="Runner that claimed a scheduled run; NULL for a command."
+    )
+    policy: Mapped[str] = mapped_column(
+        comment="What was in scope, e.g. 'failed=30d, success=7d' or the command's options."
+    )
+    started_at: Mapped[datetime] = mapped_column(
+        server_default=func.now(), comment="When the run started (server clock, UTC)."
+    )
+    finished_at: Mapped[datetime | None] = mapped_column(
+        comment="When the run ended (server clock, UTC); NULL while running or if its process died."
+    )
+    outcome: Mapped[str] = mapped_column(
+        comment="running, completed, blocked (some batches waited too long for a lock "
+        "and were left for the next run) or failed."
+    )
+    invocations: Mapped[int] = mapped_column(
+        server_default=text("0"), comment="Invocations removed."
+    )
+    batches: Mapped[int] = mapped_column(
+        server_default=text("0"), comment="Batches committed (one transaction each)."
+    )
+    batches_blocked: Mapped[int] = mapped_column(
+        server_default=text("0"),
+        comment="Batches rolled back because a lock was not granted within the lock timeout.",
+    )
+    rows_removed: Mapped[dict[str, int]] = mapped_column(
+        JSONB(),
+        server_default=text("'{}'::jsonb"),
+        comment="Rows removed per table, as a JSON object of table name to count.",
+    )
+    error: Mapped[str | None] = mapped_column(
+        comment="Why the run failed or what blocked it; NULL when it completed."
+    )
+
+
 VERSION_TABLE = tables.VERSION_TABLE
 
 # Each component's tables; each component's purge() empties its own for one app.
 TRIGGER_TABLES: tuple[str, ...] = tables.TRIGGER_TABLES
 ORCHESTRATOR_TABLES: tuple[str, ...] = tables.ORCHESTRATOR_TABLES
 STATE_TABLES: tuple[str, ...] = tables.STATE_TABLES
+RETENTION_TABLES: tuple[str, ...] = tables.RETENTION_TABLES
 
 # Every table of the schema, every component's.
 ALL_TABLES: tuple[str, ...] = tuple(Base.metadata.tables)

@@ -78,6 +78,11 @@ ORCHESTRATOR_TABLES = (
     ATOMIC_SERVICE_EXECUTION,
 )
 
+# Retention's schedule and the record of its runs (migration 0010).
+RETENTION_SCHEDULE = "pynenc_retention_schedule"
+RETENTION_RUN = "pynenc_retention_run"
+RETENTION_TABLES = (RETENTION_SCHEDULE, RETENTION_RUN)
+
 # Views created by migrations. They are not modelled, so whatever must tell our objects
 # from an application's (pynenc_postgres.autogenerate) learns their names here.
 INVOCATION_STATUS_VIEW = "pynenc_invocation_status"

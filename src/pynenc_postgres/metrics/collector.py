@@ -236,6 +236,41 @@ def _read_history_totals(
     return [finished, retries, recoveries]
 
 
+def _retention_families() -> tuple[GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily]:
+    return (
+        GaugeMetricFamily(
+            "pynenc_retention_last_run_timestamp_seconds",
+            "Unix time the app's latest retention run ended (started, while it runs); "
+            "`outcome` is its outcome: running, completed, blocked or failed.",
+            labels=["app_id", "outcome"],
+        ),
+        GaugeMetricFamily(
+            "pynenc_retention_rows_removed",
+            "Rows the app's latest retention run removed from the table.",
+            labels=["app_id", "table"],
+        ),
+        GaugeMetricFamily(
+            "pynenc_retention_behind_seconds",
+            "Seconds the app's next scheduled retention run is overdue (server clock); 0 "
+            "when it is not due yet. Grows while no runner with retention on is alive.",
+            labels=["app_id"],
+        ),
+    )
+
+
+def _read_retention(
+    cur: Cursor, sql: MetricsSql, options: MetricsOptions, schema: str
+) -> list[Metric]:
+    last_run, rows_removed, behind = _retention_families()
+    for app_id, outcome, at, removed in cur.execute(sql.retention).fetchall():
+        last_run.add_metric([app_id, outcome], at)
+        for table, count in sorted(removed.items()):
+            rows_removed.add_metric([app_id, table], count)
+    for app_id, seconds in cur.execute(sql.retention_behind).fetchall():
+        behind.add_metric([app_id], seconds)
+    return [last_run, rows_removed, behind]
+
+
 def _table_families() -> tuple[
     GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily, GaugeMetricFamily
 ]:
@@ -287,6 +322,7 @@ READERS: tuple[Reader, ...] = (
     ),
     Reader("atomic service", lambda: list(_atomic_service_families()), _read_atomic_service),
     Reader("history totals", lambda: list(_history_families()), _read_history_totals),
+    Reader("retention", lambda: list(_retention_families()), _read_retention),
     Reader("tables", lambda: list(_table_families()), _read_tables),
 )
 """Every group of metrics a scrape reads, in order, in one transaction."""

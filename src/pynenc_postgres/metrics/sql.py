@@ -52,6 +52,7 @@ TABLES: tuple[str, ...] = (
     t.CLIENT_DATA,
     *t.TRIGGER_TABLES,
     *t.ORCHESTRATOR_TABLES,
+    *t.RETENTION_TABLES,
 )
 """Every table whose size, live and dead rows are reported."""
 
@@ -90,6 +91,11 @@ class MetricsSql:
     """Per app with a holder: seconds since its latest sign of life."""
     history_totals: str
     """Per app and counted status: the history rows inserted since the counter exists."""
+    retention: str
+    """Per app with a recorded retention run: the latest run's outcome, when it ended (or
+    started, while it runs), its rows removed per table (JSON)."""
+    retention_behind: str
+    """Per app with a retention schedule: seconds its next run is overdue (0 if not)."""
     tables: str
     """Per table: bytes on disk (indexes and TOAST included), live and dead rows (the
     server's estimates) and the latest vacuum. Parameters: the schema, the table names."""
@@ -104,6 +110,8 @@ def statements(schema: str) -> MetricsSql:
     queue = f"{s}.{t.BROKER_MESSAGE}"
     ase = f"{s}.{t.ATOMIC_SERVICE_EXECUTION}"
     counter = f"{s}.{t.HISTORY_COUNTER}"
+    run = f"{s}.{t.RETENTION_RUN}"
+    sched = f"{s}.{t.RETENTION_SCHEDULE}"
     head = "app_id, queue_name, priority, routed_at"
     return MetricsSql(
         # Each count is one range of (app_id, status, status_set_at); only running
@@ -186,6 +194,22 @@ def statements(schema: str) -> MetricsSql:
         history_totals=f"""
             SELECT app_id, status, sum(total)::bigint FROM {counter}
             GROUP BY app_id, status ORDER BY app_id, status""",
+        # Each app's latest run: one probe of (app_id, started_at) per app.
+        retention=f"""
+            WITH RECURSIVE {_distinct_apps(run)}
+            SELECT a.app_id, r.outcome,
+                   extract(epoch FROM coalesce(r.finished_at, r.started_at))::float8,
+                   r.rows_removed
+            FROM apps a CROSS JOIN LATERAL (
+                SELECT x.outcome, x.started_at, x.finished_at, x.rows_removed FROM {run} x
+                WHERE x.app_id = a.app_id ORDER BY x.started_at DESC LIMIT 1
+            ) r
+            WHERE a.app_id IS NOT NULL
+            ORDER BY a.app_id""",
+        # One row per app.
+        retention_behind=f"""
+            SELECT app_id, greatest(extract(epoch FROM now() - due_at), 0)::float8
+            FROM {sched} ORDER BY app_id""",
         # By name through pg_class's unique index. A partitioned table has no storage of
         # its own: its partitions (pg_partition_tree's leaves) hold the rows and bytes.
         tables="""

@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_postgres.broker import PostgresBroker
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
-from pynenc_postgres.db import borrowed
+from pynenc_postgres.db import borrowed, tables
 from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.errors import InTransactionError
 from pynenc_postgres.db.values import as_utc
@@ -35,6 +35,9 @@ from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat
 from pynenc_postgres.orchestrator.lifecycle import CombinedLifecycle
 from pynenc_postgres.orchestrator.sql import OrchestratorSql, statements
 from pynenc_postgres.orchestrator.transitions import rule_for, statuses_requiring_owner
+from pynenc_postgres.retention.policy import RetentionPolicy
+from pynenc_postgres.retention.purge import Scope, purge_app, run_purge
+from pynenc_postgres.retention.scheduled import RetentionSchedule
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,6 +53,8 @@ _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
 # Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
 # Final status records kept per process (least recently used first out).
 FINAL_STATUS_CACHE_SIZE = 10_000
+# The orchestrator's tables, and the retention schedule and records it applies.
+ORCHESTRATOR_PURGED_TABLES = (*tables.ORCHESTRATOR_TABLES, *tables.RETENTION_TABLES)
 RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
@@ -412,18 +417,27 @@ class PostgresOrchestrator(CombinedLifecycle):
         self.db.execute(self.sql.set_purgeable, (self.app_id, invocation_id))
 
     def auto_purge(self) -> None:
-        """Delete invocations final for longer than ``auto_final_invocation_purge_hours``."""
-        seconds = float(self.conf.auto_final_invocation_purge_hours) * 3600
-        self.db.fetchone(self.sql.auto_purge, (self.app_id, seconds, self.app_id, self.app_id))
+        """Remove the invocations set up for auto purge (``set_up_invocation_auto_purge``,
+        which pynenc calls when an invocation reaches a final status) more than
+        ``auto_final_invocation_purge_hours`` ago.
+
+        pynenc 0.4 never calls it; a caller gets the one purge of
+        :mod:`pynenc_postgres.retention`, which removes them from every table, not only
+        the orchestrator's, and records the run.
+        """
+        hours = float(self.conf.auto_final_invocation_purge_hours)
+        run_purge(
+            self.settings,
+            self.app_id,
+            [Scope((), timedelta(hours=hours), marked=True)],
+            policy=f"auto_purge: set up for auto purge more than {hours:g}h ago",
+            runner_dead_after=timedelta(seconds=self._dead_after()),
+        )
 
     def purge(self) -> None:
-        """Delete this app's orchestrator rows, and nothing else, in one transaction."""
-
-        def op(conn: psycopg.Connection[Any]) -> None:
-            for statement in self.sql.purge_app:
-                conn.execute(statement, (self.app_id,))
-
-        self.db.run(op, transaction=True)
+        """Delete this app's orchestrator and retention rows, and nothing else, in one
+        transaction."""
+        purge_app(self.db, self.settings.schema, self.app_id, ORCHESTRATOR_PURGED_TABLES)
         self._final_statuses.clear()
         self._heartbeats.forget()
         self._blocking_control.changed()
@@ -450,6 +464,8 @@ class PostgresOrchestrator(CombinedLifecycle):
         interval = heartbeat_interval(
             float(self.conf.postgres_heartbeat_interval_sec), self._dead_after()
         )
+        # Sends nothing unless this process's next look at the schedule is due.
+        self.retention.maybe_run(ids[0])
         if not self._heartbeats.due(ids, flag, queues, interval):
             return
         started = time.monotonic()
@@ -460,6 +476,26 @@ class PostgresOrchestrator(CombinedLifecycle):
     @cached_property
     def _heartbeats(self) -> HeartbeatThrottle:
         return HeartbeatThrottle()
+
+    @cached_property
+    def retention(self) -> RetentionSchedule:
+        """The app's retention schedule as this process sees it (runners apply it).
+
+        :raises PostgresConfigError: a retention setting cannot be read.
+        """
+        policy = RetentionPolicy.parse(
+            str(self.conf.postgres_retention),
+            str(self.conf.postgres_retention_by_status),
+            str(self.conf.postgres_retention_interval),
+        )
+        return RetentionSchedule(
+            self.settings,
+            self.app_id,
+            policy,
+            runner_dead_after=timedelta(seconds=self._dead_after()),
+            batch_size=int(self.conf.postgres_retention_batch_size),
+            lock_timeout_ms=int(self.conf.postgres_retention_lock_timeout_ms),
+        )
 
     def _get_active_runners(
         self, timeout_seconds: float, can_run_atomic_service: bool | None = None

@@ -61,7 +61,6 @@ class OrchestratorSql:
     count: FilteredQueries
     index_arguments: str
     set_purgeable: str
-    auto_purge: str
     increment_retries: str
     get_retries: str
     filter_by_status: str
@@ -173,21 +172,6 @@ def statements(schema: str) -> OrchestratorSql:
         set_purgeable=f"""
             UPDATE {inv} SET purgeable_since = now()
             WHERE app_id = %s AND invocation_id = %s""",
-        # One statement: the invocations, their arguments and their blocking edges.
-        auto_purge=f"""
-            WITH purged AS (
-                DELETE FROM {inv}
-                WHERE app_id = %s AND purgeable_since <= now() - {_SECONDS}
-                RETURNING invocation_id
-            ), arguments AS (
-                DELETE FROM {arg} a USING purged p
-                WHERE a.app_id = %s AND a.invocation_id = p.invocation_id
-            ), edges AS (
-                DELETE FROM {wait} w USING purged p
-                WHERE w.app_id = %s AND (w.waited_invocation_id = p.invocation_id
-                                         OR w.waiter_invocation_id = p.invocation_id)
-            )
-            SELECT count(*) FROM purged""",
         # The increment's own id: resent after a lost reply, it finds its id and adds nothing.
         increment_retries=f"""
             UPDATE {inv} SET retries = retries + 1, retries_change_id = %s

@@ -24,7 +24,7 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_postgres.conf import ConfigStateBackendPostgres
-from pynenc_postgres.db import borrowed
+from pynenc_postgres.db import borrowed, tables
 from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.engine import get_database
@@ -32,10 +32,10 @@ from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.db.sql import escape_like
 from pynenc_postgres.db.urls import restore_secrets, strip_secrets_in
 from pynenc_postgres.db.values import as_utc
+from pynenc_postgres.retention.purge import purge_app
 from pynenc_postgres.state_backend.sql import StateBackendSql, statements
 
 if TYPE_CHECKING:
-    import psycopg
     from pynenc.app import Pynenc
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
@@ -496,11 +496,7 @@ class PostgresStateBackend(DatabaseComponent, BaseStateBackend[Params, Result]):
     def purge(self) -> None:
         """Delete every row of this app, and nothing else, in one transaction."""
 
-        def op(conn: psycopg.Connection[Any]) -> None:
-            for statement in self.sql.purge_app:
-                conn.execute(statement, (self.app_id,))
-
-        self.db.run(op, transaction=True)
+        purge_app(self.db, self.settings.schema, self.app_id, tables.STATE_TABLES)
         self._runner_context_cache.clear()
         self._invocations.clear()
         self._prefetched_results.clear()

@@ -16,13 +16,14 @@ from pynenc.trigger.conditions import CompositeLogic, TriggerCondition, ValidCon
 from pynenc.trigger.monitoring import EventMarker, EventMarkerPage, EventRecord, TriggerRunRecord
 
 from pynenc_postgres.conf import ConfigTriggerPostgres
+from pynenc_postgres.db import tables
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.values import as_utc
+from pynenc_postgres.retention.purge import purge_app
 from pynenc_postgres.trigger import sql as trigger_sql
 from pynenc_postgres.trigger.sql import FLAG_FILTERS, TriggerSql, statements
 
 if TYPE_CHECKING:
-    import psycopg
     from pynenc.app import Pynenc
     from pynenc.trigger.conditions import ConditionContext
 
@@ -232,11 +233,7 @@ class PostgresTrigger(DatabaseComponent, BaseTrigger):
     def _purge(self) -> None:
         """Delete every trigger row of this app, and nothing else, in one transaction."""
 
-        def op(conn: psycopg.Connection[Any]) -> None:
-            for statement in self.sql.purge_app:
-                conn.execute(statement, (self.app_id,))
-
-        self.db.run(op, transaction=True)
+        purge_app(self.db, self.settings.schema, self.app_id, tables.TRIGGER_TABLES)
 
     # -- events --------------------------------------------------------------------
 
