@@ -1,0 +1,134 @@
+"""A ``parallelize`` batch is registered in one transaction, whatever its size.
+
+The orchestrator sends a batch in statements of ``REGISTRATION_CHUNK`` invocations,
+pipelined in one transaction (the server writes a chunk while the client builds the next):
+every row of a batch carries that transaction's id (``xmin``), an argument that cannot be
+serialized in a later chunk leaves nothing of the batch written, and a batch whose reply
+is lost after its commit is resent whole and registered once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pynenc import Pynenc, PynencBuilder
+
+from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.db.notify import stop_all_listeners
+from pynenc_postgres.orchestrator.lifecycle import REGISTRATION_CHUNK
+from tests.orchestrator.apps import work
+from tests.reliability.lost_reply import LostReplyProxy, lost_reply_proxy
+
+TABLES = (
+    "pynenc_invocation",
+    "pynenc_orchestrator_invocation",
+    "pynenc_invocation_history",
+    "pynenc_broker_message",
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_listener_left() -> Iterator[None]:
+    """All-Postgres apps start a LISTEN thread; none may outlive its test's database."""
+    yield
+    stop_all_listeners()
+
+
+def all_postgres(url: str, app_id: str, **config: object) -> Pynenc:
+    return (
+        PynencBuilder()
+        .postgres(url=url, retry_initial_delay=0.01)
+        .app_id(app_id)
+        .custom_config(**config)
+        .build()
+    )
+
+
+def transactions_by_table(url: str, app_id: str) -> dict[str, dict[str, int]]:
+    """Rows of the app in each table, counted by the transaction that wrote them."""
+    found: dict[str, dict[str, int]] = {}
+    with psycopg.connect(url) as conn:
+        for table in TABLES:
+            rows = conn.execute(
+                f"SELECT xmin::text, count(*) FROM {table} WHERE app_id = %s GROUP BY 1",
+                (app_id,),
+            ).fetchall()
+            found[table] = {row[0]: row[1] for row in rows}
+    return found
+
+
+class Unserializable:
+    def __getstate__(self) -> dict[str, object]:
+        raise RuntimeError("this argument cannot be serialized")
+
+
+def test_each_batch_is_one_transaction_of_a_few_statements(database_url: str) -> None:
+    app = all_postgres(database_url, "batch-one-transaction", parallel_batch_size=100)
+    work.app = app
+    calls = 250  # batches of 100, 100 and 50; each more than one chunk
+    assert REGISTRATION_CHUNK < 50
+    group = work.parallelize([(f"w{i}",) for i in range(calls)])
+    assert len(group.invocations) == calls
+    for table, by_transaction in transactions_by_table(database_url, app.app_id).items():
+        assert sorted(by_transaction.values()) == [50, 100, 100], table
+    first, last = group.invocations[0], group.invocations[-1]
+    for invocation in (first, last):
+        assert app.orchestrator.get_invocation_status(invocation.invocation_id).value == (
+            "registered"
+        )
+
+
+def test_an_argument_that_fails_in_a_later_chunk_leaves_the_batch_unwritten(
+    database_url: str,
+) -> None:
+    app = all_postgres(database_url, "batch-rolled-back")
+    work.app = app
+    params: list[tuple[object]] = [(f"w{i}",) for i in range(3 * REGISTRATION_CHUNK)]
+    params[-1] = (Unserializable(),)  # serialized while the first chunks are being written
+    with pytest.raises(RuntimeError, match="cannot be serialized"):
+        work.parallelize(params)
+    assert transactions_by_table(database_url, app.app_id) == {table: {} for table in TABLES}
+    # The connection that rolled back serves the next batch.
+    work.parallelize([(f"again{i}",) for i in range(3 * REGISTRATION_CHUNK)])
+    for by_transaction in transactions_by_table(database_url, app.app_id).values():
+        assert list(by_transaction.values()) == [3 * REGISTRATION_CHUNK]
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[LostReplyProxy]:
+    with lost_reply_proxy(database_url) as proxy:
+        yield proxy
+    dispose_all()
+
+
+def test_a_batch_whose_reply_is_lost_is_resent_whole_and_registered_once(
+    proxy: LostReplyProxy, database_url: str
+) -> None:
+    app = all_postgres(proxy.url, "batch-lost-reply")
+    work.app = app
+    work("warm")  # connect and check the schema before the proxy is armed
+    proxy.arm("pynenc-postgres: register and route")
+    calls = 3 * REGISTRATION_CHUNK
+    group = work.parallelize([(f"w{i}",) for i in range(calls)])
+    assert proxy.dropped == 1
+    ids = [str(i.invocation_id) for i in group.invocations]
+    with psycopg.connect(database_url) as conn:
+        history = conn.execute(
+            "SELECT invocation_id, count(*) FROM pynenc_invocation_history "
+            "WHERE invocation_id = ANY(%s) GROUP BY 1",
+            (ids,),
+        ).fetchall()
+        routed = conn.execute(
+            "SELECT count(DISTINCT invocation_id) FROM pynenc_broker_message "
+            "WHERE invocation_id = ANY(%s)",
+            (ids,),
+        ).fetchone()
+    assert sorted(count for _, count in history) == [1] * calls
+    assert routed == (calls,)
+    # Whole: the batch's rows were written by one transaction (the drop came before the
+    # commit, or the resend wrote nothing new).
+    for table, by_transaction in transactions_by_table(database_url, app.app_id).items():
+        written = {xmin: n for xmin, n in by_transaction.items() if n != 1}  # not "warm"
+        assert list(written.values()) in ([calls], [calls, calls]), table
