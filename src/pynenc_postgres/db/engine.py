@@ -252,13 +252,20 @@ class Database:
                     rows.append(conn.cursor().execute(query, p).fetchone())
                 return rows
             cursors: list[psycopg.Cursor[Any]] = []
-            # BEGIN and COMMIT (or ROLLBACK) go down the pipeline too: one round trip.
-            with conn.pipeline(), conn.transaction():
-                for p in resent:
-                    cursors.append(conn.cursor().execute(query, p))
-                for p in pending:
-                    sent.append(p)
-                    cursors.append(conn.cursor().execute(query, p))
+            # Statements before a Sync are one implicit transaction, committed by the Sync
+            # that ends the pipeline: one round trip for all, and no BEGIN or COMMIT.
+            with conn.pipeline():
+                try:
+                    for p in resent:
+                        cursors.append(conn.cursor().execute(query, p))
+                    for p in pending:
+                        sent.append(p)
+                        cursors.append(conn.cursor().execute(query, p))
+                except BaseException:
+                    # The Sync would commit what was sent: end the session instead, and
+                    # the server rolls the transaction back.
+                    conn.close()
+                    raise
             return [cursor.fetchone() for cursor in cursors]
 
         return self._run(op, False)
