@@ -252,20 +252,21 @@ class Database:
                     rows.append(conn.cursor().execute(query, p).fetchone())
                 return rows
             cursors: list[psycopg.Cursor[Any]] = []
-            # Statements before a Sync are one implicit transaction, committed by the Sync
-            # that ends the pipeline: one round trip for all, and no BEGIN or COMMIT.
+            # BEGIN and COMMIT travel down the pipeline with the statements: one round
+            # trip in all. When ``pending`` raises, no COMMIT is sent: the connection is
+            # left in its transaction, which the pool closes, and the server rolls back.
+            # (Settings applied per transaction have opened it already: it is the caller's.)
+            own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
             with conn.pipeline():
-                try:
-                    for p in resent:
-                        cursors.append(conn.cursor().execute(query, p))
-                    for p in pending:
-                        sent.append(p)
-                        cursors.append(conn.cursor().execute(query, p))
-                except BaseException:
-                    # The Sync would commit what was sent: end the session instead, and
-                    # the server rolls the transaction back.
-                    conn.close()
-                    raise
+                if own:
+                    conn.execute("BEGIN", prepare=False)
+                for p in resent:
+                    cursors.append(conn.cursor().execute(query, p))
+                for p in pending:
+                    sent.append(p)
+                    cursors.append(conn.cursor().execute(query, p))
+                if own:
+                    conn.execute("COMMIT", prepare=False)
             return [cursor.fetchone() for cursor in cursors]
 
         return self._run(op, False)
