@@ -52,6 +52,7 @@ from pynenc.invocation.status import (
 from pynenc.orchestrator.base_orchestrator import BaseOrchestrator
 
 from pynenc_postgres.broker import PostgresBroker
+from pynenc_postgres.db import borrowed
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.notify import notify_payload
 from pynenc_postgres.db.values import as_utc
@@ -147,6 +148,9 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         parent = context.get_dist_invocation_context(self.app.app_id)
         invocations: list[DistributedInvocation[Any, Any]] = []
         size = max(REGISTRATION_CHUNK, -(-len(calls) // REGISTRATION_STATEMENTS))
+        if borrowed.current() is not None:
+            # The application's connection is not pipelined: one statement, one round trip.
+            size = len(calls)
 
         def chunks() -> Iterator[list[DistributedInvocation[Any, Any]]]:
             # Fresh ids only: no two chunks write the same row, so the chunks need not
