@@ -6,8 +6,9 @@ per invocation, a trigger lookup per invocation and a route; a status change is 
 change, then ``purgeable_since`` and the release of waiters for a final status, then a
 history row, then a trigger lookup. With the state backend in the same database and
 schema as the orchestrator (same settings), :class:`CombinedLifecycle` sends each step as
-one statement (:mod:`pynenc_postgres.orchestrator.lifecycle_sql`); with any other state
-backend it leaves every step to pynenc, unchanged.
+one statement (:mod:`pynenc_postgres.orchestrator.lifecycle_sql`), and a ``parallelize``
+batch as one transaction of a few pipelined statements; with any other state backend it
+leaves every step to pynenc, unchanged.
 
 What each combined step keeps:
 
