@@ -36,10 +36,17 @@ def _no_listener_left() -> Iterator[None]:
     stop_all_listeners()
 
 
-def all_postgres(url: str, app_id: str, **config: object) -> Pynenc:
+def all_postgres(
+    url: str, app_id: str, apply_settings: str = "startup", **config: object
+) -> Pynenc:
     return (
         PynencBuilder()
-        .postgres(url=url, retry_initial_delay=0.01)
+        .postgres(
+            url=url,
+            retry_initial_delay=0.01,
+            apply_settings=apply_settings,
+            statement_timeout_ms=60_000,
+        )
         .app_id(app_id)
         .custom_config(**config)
         .build()
@@ -64,8 +71,17 @@ class Unserializable:
         raise RuntimeError("this argument cannot be serialized")
 
 
-def test_each_batch_is_one_transaction_of_a_few_statements(database_url: str) -> None:
-    app = all_postgres(database_url, "batch-one-transaction", parallel_batch_size=100)
+@pytest.mark.parametrize("apply_settings", ["startup", "transaction"])
+def test_each_batch_is_one_transaction_of_a_few_statements(
+    database_url: str, apply_settings: str
+) -> None:
+    """Also with settings applied per transaction (``SET LOCAL``), which opens it first."""
+    app = all_postgres(
+        database_url,
+        f"batch-one-transaction-{apply_settings}",
+        apply_settings,
+        parallel_batch_size=100,
+    )
     work.app = app
     calls = 250  # batches of 100, 100 and 50; each more than one chunk
     assert REGISTRATION_CHUNK < 50
