@@ -1,10 +1,8 @@
 """A ``parallelize`` batch is registered in one transaction, whatever its size.
 
-The orchestrator sends a batch in statements of ``REGISTRATION_CHUNK`` invocations,
-pipelined in one transaction (the server writes a chunk while the client builds the next):
-every row of a batch carries that transaction's id (``xmin``), an argument that cannot be
-serialized in a later chunk leaves nothing of the batch written, and a batch whose reply
-is lost after its commit is resent whole and registered once.
+Every row of a batch carries that transaction's id (``xmin``); an argument that cannot be
+serialized late in a batch leaves nothing of the batch written; a batch whose reply is
+lost after its commit is resent whole and registered once.
 """
 
 from __future__ import annotations
@@ -17,10 +15,11 @@ from pynenc import Pynenc, PynencBuilder
 
 from pynenc_postgres.db.engine import dispose_all
 from pynenc_postgres.db.notify import stop_all_listeners
-from pynenc_postgres.orchestrator.lifecycle import REGISTRATION_CHUNK
 from tests.orchestrator.apps import work
 from tests.reliability.lost_reply import LostReplyProxy, lost_reply_proxy
 
+# More invocations than a small batch, fewer than pynenc's default batch of 100.
+CALLS = 75
 TABLES = (
     "pynenc_invocation",
     "pynenc_orchestrator_invocation",
@@ -72,10 +71,8 @@ class Unserializable:
 
 
 @pytest.mark.parametrize("apply_settings", ["startup", "transaction"])
-def test_each_batch_is_one_transaction_of_a_few_statements(
-    database_url: str, apply_settings: str
-) -> None:
-    """Also with settings applied per transaction (``SET LOCAL``), which opens it first."""
+def test_each_batch_is_one_transaction(database_url: str, apply_settings: str) -> None:
+    """Also with settings applied per transaction (``SET LOCAL`` before the statement)."""
     app = all_postgres(
         database_url,
         f"batch-one-transaction-{apply_settings}",
@@ -83,8 +80,7 @@ def test_each_batch_is_one_transaction_of_a_few_statements(
         parallel_batch_size=100,
     )
     work.app = app
-    calls = 250  # batches of 100, 100 and 50; each more than one chunk
-    assert REGISTRATION_CHUNK < 50
+    calls = 250  # batches of 100, 100 and 50
     group = work.parallelize([(f"w{i}",) for i in range(calls)])
     assert len(group.invocations) == calls
     for table, by_transaction in transactions_by_table(database_url, app.app_id).items():
@@ -96,20 +92,20 @@ def test_each_batch_is_one_transaction_of_a_few_statements(
         )
 
 
-def test_an_argument_that_fails_in_a_later_chunk_leaves_the_batch_unwritten(
+def test_an_argument_that_fails_late_in_a_batch_leaves_the_batch_unwritten(
     database_url: str,
 ) -> None:
     app = all_postgres(database_url, "batch-rolled-back")
     work.app = app
-    params: list[tuple[object]] = [(f"w{i}",) for i in range(3 * REGISTRATION_CHUNK)]
-    params[-1] = (Unserializable(),)  # serialized while the first chunks are being written
+    params: list[tuple[object]] = [(f"w{i}",) for i in range(CALLS)]
+    params[-1] = (Unserializable(),)  # the batch's last argument
     with pytest.raises(RuntimeError, match="cannot be serialized"):
         work.parallelize(params)
     assert transactions_by_table(database_url, app.app_id) == {table: {} for table in TABLES}
     # The connection that rolled back serves the next batch.
-    work.parallelize([(f"again{i}",) for i in range(3 * REGISTRATION_CHUNK)])
+    work.parallelize([(f"again{i}",) for i in range(CALLS)])
     for by_transaction in transactions_by_table(database_url, app.app_id).values():
-        assert list(by_transaction.values()) == [3 * REGISTRATION_CHUNK]
+        assert list(by_transaction.values()) == [CALLS]
 
 
 @pytest.fixture
@@ -126,7 +122,7 @@ def test_a_batch_whose_reply_is_lost_is_resent_whole_and_registered_once(
     work.app = app
     work("warm")  # connect and check the schema before the proxy is armed
     proxy.arm("pynenc-postgres: register and route")
-    calls = 3 * REGISTRATION_CHUNK
+    calls = CALLS
     group = work.parallelize([(f"w{i}",) for i in range(calls)])
     assert proxy.dropped == 1
     ids = [str(i.invocation_id) for i in group.invocations]
@@ -143,8 +139,8 @@ def test_a_batch_whose_reply_is_lost_is_resent_whole_and_registered_once(
         ).fetchone()
     assert sorted(count for _, count in history) == [1] * calls
     assert routed == (calls,)
-    # Whole: the batch's rows were written by one transaction (the drop came before the
-    # commit, or the resend wrote nothing new).
+    # Whole: the batch's rows were written by one transaction; the resend wrote no row
+    # again, but its routes (a copy is dropped when taken).
     for table, by_transaction in transactions_by_table(database_url, app.app_id).items():
         written = {xmin: n for xmin, n in by_transaction.items() if n != 1}  # not "warm"
         assert list(written.values()) in ([calls], [calls, calls]), table

@@ -21,7 +21,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -226,51 +226,6 @@ class Database:
         """Run one statement (with retries); it is committed when this returns."""
         self._statement(query, params, _NO_ROWS)
 
-    def fetchone_each(self, query: str, params: Iterable[Params]) -> list[tuple[Any, ...] | None]:
-        """Run ``query`` once per parameter set, all in one transaction; the first row of each.
-
-        The statements are pipelined: each is sent as soon as ``params`` yields it, and the
-        server runs it while the caller builds the next one, so a generator of parameter
-        sets overlaps the caller's work with the server's. The transaction commits when
-        every statement has run, and rolls back if ``params`` raises: the caller's error
-        leaves nothing written. Retried as a whole, as :meth:`run` retries, resending the
-        sets already built. Inside ``in_transaction()`` the statements run one after the
-        other on the application's connection, in its transaction.
-        """
-        return self._each(query, iter(params))
-
-    def _each(self, query: str, pending: Iterator[Params]) -> list[tuple[Any, ...] | None]:
-        count_statement(query)  # one transaction counts once, as with run()
-        sent: list[Params] = []
-
-        def op(conn: psycopg.Connection[Any]) -> list[tuple[Any, ...] | None]:
-            resent = list(sent)  # a retry: the sets the failed attempt had already sent
-            if not isinstance(conn, PooledConnection):  # the application's connection
-                rows = [conn.cursor().execute(query, p).fetchone() for p in resent]
-                for p in pending:
-                    sent.append(p)
-                    rows.append(conn.cursor().execute(query, p).fetchone())
-                return rows
-            cursors: list[psycopg.Cursor[Any]] = []
-            # BEGIN and COMMIT travel down the pipeline with the statements: one round
-            # trip in all. When ``pending`` raises, no COMMIT is sent: the connection is
-            # left in its transaction, which the pool closes, and the server rolls back.
-            # (Settings applied per transaction have opened it already: it is the caller's.)
-            own = conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
-            with conn.pipeline():
-                if own:
-                    conn.execute("BEGIN", prepare=False)
-                for p in resent:
-                    cursors.append(conn.cursor().execute(query, p))
-                for p in pending:
-                    sent.append(p)
-                    cursors.append(conn.cursor().execute(query, p))
-                if own:
-                    conn.execute("COMMIT", prepare=False)
-            return [cursor.fetchone() for cursor in cursors]
-
-        return self._run(op, False)
-
     def _statement(self, query: str, params: Params, fetch: int) -> Any:
         """One statement: a first attempt without building a closure, then the retry loop."""
         count_statement(query)
@@ -315,10 +270,6 @@ class Database:
             ``postgres_retry_attempts``.
         """
         count_operation(operation)
-        return self._run(operation, transaction)
-
-    def _run(self, operation: Operation[T], transaction: bool) -> T:
-        """:meth:`run` without counting the operation (its statements are counted)."""
         borrowed = borrowed_transaction()
         if borrowed is not None:  # inside in_transaction(): the application's connection
             return borrowed.run(self, operation)

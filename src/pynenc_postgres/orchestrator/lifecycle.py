@@ -6,9 +6,8 @@ per invocation, a trigger lookup per invocation and a route; a status change is 
 change, then ``purgeable_since`` and the release of waiters for a final status, then a
 history row, then a trigger lookup. With the state backend in the same database and
 schema as the orchestrator (same settings), :class:`CombinedLifecycle` sends each step as
-one statement (:mod:`pynenc_postgres.orchestrator.lifecycle_sql`), and a ``parallelize``
-batch as one transaction of a few pipelined statements; with any other state backend it
-leaves every step to pynenc, unchanged.
+one statement (:mod:`pynenc_postgres.orchestrator.lifecycle_sql`); with any other state
+backend it leaves every step to pynenc, unchanged.
 
 What each combined step keeps:
 
@@ -31,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +52,6 @@ from pynenc.invocation.status import (
 from pynenc.orchestrator.base_orchestrator import BaseOrchestrator
 
 from pynenc_postgres.broker import PostgresBroker
-from pynenc_postgres.db import borrowed
 from pynenc_postgres.db.component import DatabaseComponent
 from pynenc_postgres.db.notify import notify_payload
 from pynenc_postgres.db.values import as_utc
@@ -76,12 +74,6 @@ _FINAL = sorted(s.value for s in InvocationStatus.get_final_statuses())
 # Results up to this size are read with the final status that announces them.
 PREFETCHED_RESULT_BYTES = 64 * 1024
 _RUNNABLE = [s.value for s in InvocationStatus if s.is_available_for_run()]
-# A batch is registered in this many statements at most, pipelined in one transaction:
-# the server writes one chunk while this process builds the next. Chunks are never
-# smaller than REGISTRATION_CHUNK invocations, below which a statement's fixed cost
-# outweighs the overlap (pynenc's default batch of 100 is 4 statements of 25).
-REGISTRATION_STATEMENTS = 4
-REGISTRATION_CHUNK = 25
 
 
 class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
@@ -128,14 +120,7 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
     def route_calls(
         self, calls: list[PreSerializedCall[Any, Any]]
     ) -> list[DistributedInvocation[Any, Any]]:
-        """Route a batch of calls: one transaction per batch, whatever its size.
-
-        The batch is registered in at most :data:`REGISTRATION_STATEMENTS` statements,
-        pipelined in one transaction: the server writes one chunk while this process
-        builds the invocations of the next. The batch commits whole, or not at all (an
-        argument that cannot be serialized leaves nothing written, as in pynenc, which
-        builds every invocation before it writes).
-        """
+        """Route a batch of calls: one statement per batch, whatever its size."""
         backend = self._combined_backend()
         if backend is None or not calls:
             result: list[DistributedInvocation[Any, Any]] = super().route_calls(calls)
@@ -145,27 +130,10 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
                 calls[0].task.task_id,
                 "Batch processing is only supported with ConcurrencyControlType.DISABLED",
             )
-        self._enlist()
         parent = context.get_dist_invocation_context(self.app.app_id)
-        invocations: list[DistributedInvocation[Any, Any]] = []
-        size = max(REGISTRATION_CHUNK, -(-len(calls) // REGISTRATION_STATEMENTS))
-        if borrowed.current() is not None:
-            # The application's connection is not pipelined: one statement, one round trip.
-            size = len(calls)
-
-        def chunks() -> Iterator[list[DistributedInvocation[Any, Any]]]:
-            # Fresh ids only: no two chunks write the same row, so the chunks need not
-            # lock rows in one global order to stay clear of deadlocks.
-            for start in range(0, len(calls), size):
-                with backend.written_by_registration():
-                    chunk = [
-                        DistributedInvocation.from_parent(call, parent)
-                        for call in calls[start : start + size]
-                    ]
-                invocations.extend(chunk)
-                yield chunk
-
-        self._register(backend, chunks(), pipelined=len(calls) > size)
+        with backend.written_by_registration():
+            invocations = [DistributedInvocation.from_parent(call, parent) for call in calls]
+        self.register_new_invocations(invocations)
         return invocations
 
     def _route_new_call_invocation(
@@ -203,117 +171,79 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         if backend is None or not invocations:
             super().register_new_invocations(invocations)
             return
-        # One row per id: a statement cannot write the same row twice.
-        unique = list({inv.invocation_id: inv for inv in invocations}.values())
-        self._register(backend, [unique], pipelined=False, submitted=invocations)
-
-    def _register(
-        self,
-        backend: PostgresStateBackend,
-        chunks: Iterable[list[DistributedInvocation[Any, Any]]],
-        *,
-        pipelined: bool,
-        submitted: list[DistributedInvocation[Any, Any]] | None = None,
-    ) -> None:
-        """Register ``chunks`` of invocations: one statement each, in one transaction.
-
-        :param chunks: lists of distinct invocations (a generator may build them while
-            the server writes the previous list).
-        :param pipelined: more than one chunk may come: send them in one pipelined
-            transaction; otherwise the single chunk is one statement of its own.
-        :param submitted: the invocations as submitted, repeats included, when they are
-            not the chunks' (routed and logged as pynenc does).
-        """
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         runner_id = runner_ctx.runner_id
         backend.store_runner_context(runner_ctx)
         broker = self._combined_broker()
+        # One row per id: a statement cannot write the same row twice.
+        unique = list({inv.invocation_id: inv for inv in invocations}.values())
+        rows: list[tuple[Any, ...]] = []
+        # A task's queue and priority are config lookups (the priority validated on each
+        # read): read once per task of the batch, not once per invocation.
+        route_of: dict[int, tuple[str, float]] = {}
+        for inv in unique:
+            call = inv.call
+            call_id = call.call_id
+            workflow = inv.workflow
+            task = call.task
+            route = route_of.get(id(task))
+            if route is None:
+                route = route_of[id(task)] = (task.broker_queue, float(task.broker_priority))
+            rows.append(
+                (
+                    inv.invocation_id,
+                    call_id.task_id.key,
+                    call_id.key,
+                    call_id.args_id,
+                    json.dumps(call.serialized_arguments),
+                    inv.parent_invocation_id,
+                    inv.parent_event_id,
+                    workflow.workflow_id if workflow else None,
+                    workflow.workflow_type.key if workflow else None,
+                    workflow.parent_workflow_id if workflow else None,
+                    route[0],
+                    route[1],
+                )
+            )
+        params: dict[str, Any] = {
+            "rows": json.dumps(rows),
+            "app": self.app_id,
+            "runner": runner_id,
+            "ctx": runner_ctx.runner_id,
+            "recorded": datetime.now(UTC),
+        }
         sql = self._lifecycle_sql
-        query = sql.register if broker is None else sql.register_and_route
-        recorded = datetime.now(UTC)
-        registered: list[DistributedInvocation[Any, Any]] = []
-        checked: set[tuple[str, float]] = set()
-
-        def statements() -> Iterator[dict[str, Any]]:
-            for chunk in chunks:
-                registered.extend(chunk)
-                rows: list[tuple[Any, ...]] = []
-                # A task's queue and priority are config lookups, read once per chunk.
-                route_of: dict[int, tuple[str, float]] = {}
-                for inv in chunk:
-                    call = inv.call
-                    call_id = call.call_id
-                    workflow = inv.workflow
-                    task = call.task
-                    route = route_of.get(id(task))
-                    if route is None:
-                        route = route_of[id(task)] = (
-                            task.broker_queue,
-                            float(task.broker_priority),
-                        )
-                    rows.append(
-                        (
-                            inv.invocation_id,
-                            call_id.task_id.key,
-                            call_id.key,
-                            call_id.args_id,
-                            json.dumps(call.serialized_arguments),
-                            inv.parent_invocation_id,
-                            inv.parent_event_id,
-                            workflow.workflow_id if workflow else None,
-                            workflow.workflow_type.key if workflow else None,
-                            workflow.parent_workflow_id if workflow else None,
-                            route[0],
-                            route[1],
-                        )
-                    )
-                params: dict[str, Any] = {
-                    "rows": json.dumps(rows),
-                    "app": self.app_id,
-                    "runner": runner_id,
-                    "ctx": runner_id,
-                    "recorded": recorded,
-                }
-                if broker is not None:
-                    routes = set(route_of.values())
-                    # pynenc's checks of a route, before anything of it is written.
-                    if not routes <= checked:
-                        broker._validate_queue_names(sorted({queue for queue, _ in routes}))
-                        for _, priority in routes:
-                            validate_priority(priority, label="Broker priority")
-                        checked.update(routes)
-                    params["channel"] = broker.sql.channel
-                    params["payloads"] = sorted(
-                        {notify_payload(broker.wake_key(self.app_id, queue)) for queue, _ in routes}
-                    )
-                yield params
-
-        if pipelined:
-            results = self.db.fetchone_each(query, statements())
+        if broker is not None:
+            queues = sorted({queue for queue, _ in route_of.values()})
+            # pynenc's checks of a route, before anything is written.
+            broker._validate_queue_names(queues)
+            for priority in {priority for _, priority in route_of.values()}:
+                validate_priority(priority, label="Broker priority")
+            params["channel"] = broker.sql.channel
+            params["payloads"] = sorted(
+                notify_payload(broker.wake_key(self.app_id, queue)) for queue in queues
+            )
+            query = sql.register_and_route
         else:
-            results = [self.db.fetchone(query, params) for params in statements()]
-        assert results and results[0] is not None
+            query = sql.register
+        row = self.db.fetchone(query, params)
+        assert row is not None
         status_record = InvocationStatusRecord(
-            InvocationStatus.REGISTERED, runner_id, as_utc(results[0][0])
+            InvocationStatus.REGISTERED, runner_id, as_utc(row[0])
         )
-        watched: set[str] = set()
-        for row in results:
-            assert row is not None
-            watched.update(row[1])
+        watched = set(row[1])
         everything = not self._trigger_reads_here()
         reported = [
             inv.invocation_id
-            for inv in registered
+            for inv in unique
             if everything or inv.call.task.task_id.key in watched
         ]
         if reported:
             self.app.trigger.report_tasks_status(reported, status_record.status)
-        if submitted is None:
-            submitted = registered
         if broker is None:
-            self.route_invocations(submitted)
+            self.route_invocations(invocations)
         if self.app.logger.isEnabledFor(logging.INFO):
-            for inv in submitted:
+            for inv in invocations:
                 self.app.logger.info(
                     f"NEW task:{inv.call.task.task_id.key} invocation:{inv.invocation_id} "
                     "REGISTERED and ROUTED"
