@@ -113,7 +113,12 @@ def measure(
             shift = round_number % len(every)
             for stack in every[shift:] + every[:shift]:
                 if stack == MEMORY:
-                    env = {"PYNENC__APP_ID": f"submit-mem-{round_number}", **MEMORY_COMPONENTS}
+                    env = {
+                        "PYNENC__APP_ID": f"submit-mem-{round_number}",
+                        # As for every other stack: the floor pays for no log lines.
+                        "PYNENC__LOGGING_LEVEL": "warning",
+                        **MEMORY_COMPONENTS,
+                    }
                     rates = pynenc_rates(env, batch, singles)
                 elif stack in (PG, SQLITE):
                     rates = pynenc_rates(stack_env(stack, url, scratch), batch, singles)

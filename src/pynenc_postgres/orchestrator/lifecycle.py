@@ -28,6 +28,7 @@ What each combined step keeps:
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -156,7 +157,8 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
             or call.task.conf.running_concurrency != ConcurrencyControlType.DISABLED
         ):
             self.index_arguments_for_concurrency_control(invocation)
-        self.app.logger.info(f"invocation:{invocation.invocation_id} ROUTED")
+        if self.app.logger.isEnabledFor(logging.INFO):
+            self.app.logger.info(f"invocation:{invocation.invocation_id} ROUTED")
         return invocation
 
     def register_new_invocations(self, invocations: list[DistributedInvocation[Any, Any]]) -> None:
@@ -176,16 +178,17 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         # One row per id: a statement cannot write the same row twice.
         unique = list({inv.invocation_id: inv for inv in invocations}.values())
         rows: list[tuple[Any, ...]] = []
-        queues: set[str] = set()
-        priorities: set[float] = set()
+        # A task's queue and priority are config lookups (the priority validated on each
+        # read): read once per task of the batch, not once per invocation.
+        route_of: dict[int, tuple[str, float]] = {}
         for inv in unique:
             call = inv.call
             call_id = call.call_id
             workflow = inv.workflow
             task = call.task
-            queues.add(task.broker_queue)
-            priority = float(task.broker_priority)
-            priorities.add(priority)
+            route = route_of.get(id(task))
+            if route is None:
+                route = route_of[id(task)] = (task.broker_queue, float(task.broker_priority))
             rows.append(
                 (
                     inv.invocation_id,
@@ -198,8 +201,8 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
                     workflow.workflow_id if workflow else None,
                     workflow.workflow_type.key if workflow else None,
                     workflow.parent_workflow_id if workflow else None,
-                    task.broker_queue,
-                    priority,
+                    route[0],
+                    route[1],
                 )
             )
         params: dict[str, Any] = {
@@ -211,9 +214,10 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
         }
         sql = self._lifecycle_sql
         if broker is not None:
+            queues = sorted({queue for queue, _ in route_of.values()})
             # pynenc's checks of a route, before anything is written.
-            broker._validate_queue_names(sorted(queues))
-            for priority in priorities:
+            broker._validate_queue_names(queues)
+            for priority in {priority for _, priority in route_of.values()}:
                 validate_priority(priority, label="Broker priority")
             params["channel"] = broker.sql.channel
             params["payloads"] = sorted(
@@ -238,11 +242,12 @@ class CombinedLifecycle(DatabaseComponent, BaseOrchestrator):
             self.app.trigger.report_tasks_status(reported, status_record.status)
         if broker is None:
             self.route_invocations(invocations)
-        for inv in invocations:
-            self.app.logger.info(
-                f"NEW task:{inv.call.task.task_id.key} invocation:{inv.invocation_id} "
-                "REGISTERED and ROUTED"
-            )
+        if self.app.logger.isEnabledFor(logging.INFO):
+            for inv in invocations:
+                self.app.logger.info(
+                    f"NEW task:{inv.call.task.task_id.key} invocation:{inv.invocation_id} "
+                    "REGISTERED and ROUTED"
+                )
 
     # -- status changes -------------------------------------------------------------
 

@@ -133,7 +133,10 @@ def _register(x: Tables, routes: bool) -> str:
     """A batch of new invocations: rows, REGISTERED status, history, and (optionally) routes.
 
     The batch is one JSON array of rows (one parameter: adapting a dozen arrays of a big
-    batch costs the client more than the server takes to parse the document). Rows come
+    batch costs the client more than the server takes to parse the document), read as
+    ``jsonb``: parsed once, where ``json`` parses an element again for each of its dozen
+    fields (about a fifth of the statement's time). A ``\\u0000`` escape (a NUL, which no
+    text column can hold) fails the statement either way, with nothing written. Rows come
     in submission order; rows are locked in id order (one order for every
     writer, so concurrent batches cannot deadlock) and routed in submission order (routing
     order is claim order). Invocations already registered keep their status, as in
@@ -163,7 +166,7 @@ def _register(x: Tables, routes: bool) -> str:
                    r->>7 AS workflow_id, r->>8 AS workflow_type_key,
                    r->>9 AS parent_workflow_id, r->>10 AS queue_name,
                    (r->>11)::float8 AS priority, n
-            FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS e(r, n)
+            FROM jsonb_array_elements(%(rows)s::jsonb) WITH ORDINALITY AS e(r, n)
         ),
         stored AS (
             INSERT INTO {x.inv} AS i (
