@@ -65,6 +65,12 @@ def ask(app: Pynenc) -> tuple[list[str], bool]:
     return answer, gate.skipped == skipped
 
 
+def edge_count(app: Pynenc) -> int:
+    """Changes of the app's blocking-control answer this process has heard of."""
+    notifier = app.broker.notifier()
+    return int(notifier.blocking_token(app.app_id)[1])
+
+
 def wait_for_query(app: Pynenc) -> list[str]:
     """Ask until the query is sent (a notification may take a moment to arrive)."""
     deadline = time.monotonic() + DEADLINE_SEC
@@ -96,7 +102,15 @@ def test_a_new_edge_and_then_status_changes_while_edges_exist_ask_again(app: Pyn
     assert ask(app) == ([], False)
 
     # The waited invocation runs: the new edge is asked about, the answer is still empty.
+    # The edge is counted twice in this process: at once by the call, and again when its
+    # notification comes back through the LISTEN session; wait for both, so that the
+    # echo cannot arrive between the next two questions.
+    seen = edge_count(app)
     app.orchestrator.waiting_for_results(waiter, [waited])
+    deadline = time.monotonic() + DEADLINE_SEC
+    while edge_count(app) < seen + 2:
+        assert time.monotonic() < deadline, "the edge's notification never came back"
+        time.sleep(0.01)
     assert wait_for_query(app) == []
     assert ask(app) == ([], False)
 
