@@ -1,0 +1,70 @@
+"""The one purge call the retention benchmarks measure, and where the whole purge plugs in.
+
+``retention_volume`` and ``soak`` call :func:`purge_finished` and nothing else, so the
+purge under test changes here only. Today the project's purge is
+:func:`pynenc_postgres.retention.purge_invocations`, which covers the state backend's
+tables; the orchestrator's rows (with their concurrency arguments and waiting edges) of
+the same invocations are then removed in batches of the same size through the
+``purgeable_since`` index, since the orchestrator's own ``auto_purge`` is one unbatched
+statement. The whole purge of the ``retention`` package replaces both.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import psycopg
+
+from pynenc_postgres.db.settings import DatabaseSettings
+from pynenc_postgres.retention import purge_invocations
+
+BATCH = 1000
+"""Invocations per transaction."""
+
+ORCHESTRATOR_BATCH = """
+    WITH purged AS (
+        DELETE FROM pynenc_orchestrator_invocation o
+        WHERE o.app_id = %(app)s AND o.invocation_id IN (
+            SELECT invocation_id FROM pynenc_orchestrator_invocation
+            WHERE app_id = %(app)s AND purgeable_since < now() - %(older)s::interval
+            ORDER BY purgeable_since LIMIT %(batch)s
+            FOR UPDATE SKIP LOCKED)
+        RETURNING invocation_id
+    ), arguments AS (
+        DELETE FROM pynenc_orchestrator_argument a USING purged p
+        WHERE a.app_id = %(app)s AND a.invocation_id = p.invocation_id
+    ), edges AS (
+        DELETE FROM pynenc_orchestrator_waiting w USING purged p
+        WHERE w.app_id = %(app)s AND (w.waited_invocation_id = p.invocation_id
+                                      OR w.waiter_invocation_id = p.invocation_id)
+    )
+    SELECT count(*) FROM purged"""
+
+
+def purge_finished(url: str, app_id: str, older_than: timedelta) -> dict[str, int]:
+    """Remove the app's finished invocations older than ``older_than``, in batches.
+
+    :param url: the database (public schema, migrated to head).
+    :param app_id: the app whose invocations are removed.
+    :param older_than: age of the final status (server clock).
+    :return: rows deleted per table.
+    """
+    report = purge_invocations(
+        DatabaseSettings(url=url), app_id, older_than=older_than, batch_size=BATCH
+    )
+    rows = dict(report.rows)
+    rows["pynenc_orchestrator_invocation"] = _purge_orchestrator_rows(url, app_id, older_than)
+    return rows
+
+
+def _purge_orchestrator_rows(url: str, app_id: str, older_than: timedelta) -> int:
+    deleted = 0
+    with psycopg.connect(url, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                ORCHESTRATOR_BATCH, {"app": app_id, "older": older_than, "batch": BATCH}
+            ).fetchone()
+            count = int(row[0]) if row else 0
+            if count == 0:
+                return deleted
+            deleted += count
