@@ -2,19 +2,20 @@
 
 :func:`seed_day` writes N invocations spread evenly over the day two days before
 today (server clock): per invocation the ``pynenc_invocation`` row, five history rows
-(registered, rerouted, pending, running, success, 10 ms apart), the result, the
-workflow run that pynenc writes for an invocation of a root task, and the
-orchestrator's row (final, ``purgeable_since`` set); the broker's row of a finished
-invocation is gone. One ``INSERT ... SELECT generate_series`` per table, with the
-history counter's trigger skipped (``session_replication_role = replica``): its totals
-are not what retention is measured on, and it would be half the seeding time.
+(registered, rerouted, pending, running, success, 10 ms apart; a tiny task of the soak
+writes four, a retried one seven or more), the result and the orchestrator's row
+(final, ``purgeable_since`` set); the broker's row of a finished invocation is gone,
+and a task that is not a workflow's root writes no workflow rows. One ``INSERT ...
+SELECT generate_series`` per table, with the history counter's trigger skipped
+(``session_replication_role = replica``): its totals are not what retention is
+measured on, and it would be half the seeding time.
 
 :func:`create_partitioned_copy` builds, in schema ``retention_partitioned``, the tables
-that a day of invocations fills, with the same columns and indexes, each partitioned by day on
-its time column, with partitions for that day, today and tomorrow. The primary key of
-a partitioned table must contain the partition column: it is added where the key does
-not have it (so the invocation and the orchestrator row are no longer unique by id
-alone, which ``ON CONFLICT (app_id, invocation_id)`` relies on).
+that a day of invocations fills, with the same columns and indexes, each partitioned
+by day on its time column, with partitions for that day, today and tomorrow. The
+primary key of a partitioned table must contain the partition column: it is added
+where the key does not have it (so the invocation and the orchestrator row are no
+longer unique by id alone, which ``ON CONFLICT (app_id, invocation_id)`` relies on).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ PARTITIONED_TABLES = {
     "pynenc_invocation": "created_at",
     "pynenc_invocation_result": "stored_at",
     "pynenc_orchestrator_invocation": "registered_at",
-    "pynenc_workflow_run": "created_at",
 }
 SEEDED_TABLES = tuple(PARTITIONED_TABLES)
 HISTORY_STATUSES = ("registered", "rerouted", "pending", "running", "success")
@@ -68,10 +68,6 @@ SEED_SQL = {
             stored_at)
         SELECT %(app)s, v.id, '{{"status": "shipped", "order_id": ' || i || '}}',
                v.ts + interval '40 milliseconds'""",
-    "pynenc_workflow_run": """
-        INSERT INTO {s}.pynenc_workflow_run (app_id, workflow_id, workflow_type_key,
-            created_at)
-        SELECT %(app)s, v.id, v.task, v.ts + interval '30 milliseconds'""",
     "pynenc_orchestrator_invocation": """
         INSERT INTO {s}.pynenc_orchestrator_invocation (app_id, invocation_id, task_id,
             call_id, status, status_owner_id, status_set_at, status_change_id, retries,
