@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import psycopg
+from psycopg import sql
 
 from pynenc_postgres.db.settings import DatabaseSettings
 from pynenc_postgres.retention import purge_invocations
@@ -41,25 +42,31 @@ ORCHESTRATOR_BATCH = """
     SELECT count(*) FROM purged"""
 
 
-def purge_finished(url: str, app_id: str, older_than: timedelta) -> dict[str, int]:
+def purge_finished(
+    url: str, app_id: str, older_than: timedelta, schema: str = "public"
+) -> dict[str, int]:
     """Remove the app's finished invocations older than ``older_than``, in batches.
 
-    :param url: the database (public schema, migrated to head).
+    :param url: the database (migrated to head).
+    :param schema: the schema of the tables.
     :param app_id: the app whose invocations are removed.
     :param older_than: age of the final status (server clock).
     :return: rows deleted per table.
     """
     report = purge_invocations(
-        DatabaseSettings(url=url), app_id, older_than=older_than, batch_size=BATCH
+        DatabaseSettings(url=url, schema=schema), app_id, older_than=older_than, batch_size=BATCH
     )
     rows = dict(report.rows)
-    rows["pynenc_orchestrator_invocation"] = _purge_orchestrator_rows(url, app_id, older_than)
+    rows["pynenc_orchestrator_invocation"] = _purge_orchestrator_rows(
+        url, app_id, older_than, schema
+    )
     return rows
 
 
-def _purge_orchestrator_rows(url: str, app_id: str, older_than: timedelta) -> int:
+def _purge_orchestrator_rows(url: str, app_id: str, older_than: timedelta, schema: str) -> int:
     deleted = 0
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         while True:
             row = conn.execute(
                 ORCHESTRATOR_BATCH, {"app": app_id, "older": older_than, "batch": BATCH}

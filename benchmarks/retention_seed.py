@@ -38,6 +38,8 @@ SEEDED_TABLES = tuple(PARTITIONED_TABLES)
 HISTORY_STATUSES = ("registered", "rerouted", "pending", "running", "success")
 
 _DAY = "date_trunc('day', now()) - interval '2 days'"
+# The day seeded: %(days_ago)s days before today (2 unless asked otherwise).
+_SEEDED_DAY = "date_trunc('day', now()) - %(days_ago)s * interval '1 day'"
 _TODAY = "date_trunc('day', now())"
 
 # %(lo)s..%(hi)s are the invocation numbers; invocation i starts at day + (i - first)
@@ -45,7 +47,8 @@ _TODAY = "date_trunc('day', now())"
 _ROWS = f"""
     FROM generate_series(%(lo)s::bigint, %(hi)s::bigint) AS i,
          LATERAL (SELECT md5(%(app)s || ':' || i) AS id,
-                         {_DAY} + (i - %(lo)s) * (interval '86400 seconds' / %(n)s) AS ts,
+                         {_SEEDED_DAY} + (i - %(lo)s) * (interval '86400 seconds' / %(n)s)
+                             AS ts,
                          'shop.tasks.process_order_' || (i %% 8) AS task) AS v"""
 
 SEED_SQL = {
@@ -105,9 +108,24 @@ LIVE_SQL = {
 }
 
 
-def seed_day(conn: psycopg.Connection[Any], schema: str, invocations: int, offset: int = 0) -> None:
-    """Write a day of ``invocations`` finished invocations (numbers from ``offset``)."""
-    params = {"app": APP, "lo": offset, "hi": offset + invocations - 1, "n": invocations}
+def seed_day(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    invocations: int,
+    offset: int = 0,
+    days_ago: int = 2,
+) -> None:
+    """Write a day of ``invocations`` finished invocations (numbers from ``offset``).
+
+    :param days_ago: the day, counted back from today's start (server clock).
+    """
+    params = {
+        "app": APP,
+        "lo": offset,
+        "hi": offset + invocations - 1,
+        "n": invocations,
+        "days_ago": days_ago,
+    }
     conn.execute("SET session_replication_role = replica")
     try:
         for table, statement in SEED_SQL.items():
