@@ -203,12 +203,18 @@ def drop_day_partitions(conn: psycopg.Connection[Any], dry_run: bool = False) ->
     return dropped
 
 
-def table_sizes(conn: psycopg.Connection[Any], schema: str) -> dict[str, int]:
-    """Bytes of each seeded table (heap, indexes, TOAST; partitions summed)."""
+def table_sizes(
+    conn: psycopg.Connection[Any], schema: str, heap_only: bool = False
+) -> dict[str, int]:
+    """Bytes of each seeded table (heap, indexes, TOAST; partitions summed).
+
+    :param heap_only: the rows' pages alone, without indexes and TOAST.
+    """
+    size = "pg_relation_size" if heap_only else "pg_total_relation_size"
     out = {}
     for table in SEEDED_TABLES:
         row = conn.execute(
-            """SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::bigint
+            f"""SELECT coalesce(sum({size}(c.oid)), 0)::bigint
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                WHERE n.nspname = %s AND c.relkind IN ('r', 'p')
                  AND (c.relname = %s OR c.oid IN (
