@@ -231,8 +231,9 @@ class InvocationHistory(Base):
         ),
         Index("ix_pynenc_invocation_history_app_id_runner_id", "app_id", "runner_id"),
         {
-            "comment": "Append-only status history. The natural key makes a resent insert "
-            "a no-op.",
+            "comment": (
+                "Append-only status history. The natural key makes a resent insert a no-op."
+            ),
             "postgresql_with": RETAINED_STORAGE_PARAMETERS,
         },
     )
