@@ -115,7 +115,7 @@ def upgrade() -> None:
             sa.BigInteger(),
             nullable=False,
             comment="History rows of this app and status inserted since the counter was "
-            "installed (revision 0007); retention never lowers it.",
+            "installed (revision 0009); retention never lowers it.",
         ),
         sa.PrimaryKeyConstraint(
             "app_id", "status", "shard", name=op.f("pk_pynenc_history_counter")

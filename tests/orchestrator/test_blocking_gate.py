@@ -30,8 +30,13 @@ def app(database_url: str) -> Iterator[Pynenc]:
         PynencBuilder()
         .app_id(f"gate-{uuid.uuid4().hex[:8]}")
         .postgres(url=database_url)
-        # The re-check must not explain a query sent during the test.
-        .custom_config(postgres_broker_recheck_interval_sec=600)
+        # The re-check must not explain a query sent during the test, and neither may a
+        # change of host leader: another test's leftover worker on this host could hand
+        # the host's LISTEN session over mid-test, and a new session rightly asks again.
+        .custom_config(
+            postgres_broker_recheck_interval_sec=600,
+            postgres_broker_listener_scope="process",
+        )
         .build()
     )
     notifier = app.broker.notifier()

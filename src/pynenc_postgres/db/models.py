@@ -513,7 +513,7 @@ class HistoryCounter(Base):
     )
     total: Mapped[int] = mapped_column(
         comment="History rows of this app and status inserted since the counter was "
-        "installed (revision 0007); retention never lowers it."
+        "installed (revision 0009); retention never lowers it."
     )
 
 

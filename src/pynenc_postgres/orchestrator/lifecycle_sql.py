@@ -115,6 +115,20 @@ def lifecycle_statements(schema: str) -> LifecycleSql:
 _HISTORY_KEY = "(app_id, invocation_id, recorded_at, status)"
 
 
+def _recorded_after_latest(x: Tables, invocation_id: str) -> str:
+    """The client's stamp for a new history row, never before the invocation's latest row.
+
+    pynenc orders an invocation's history by these stamps. A stamp read from the clock
+    just before a claim can be older than the registration it claims (the registering
+    thread stamped later but committed first), and another host's clock may be behind:
+    either way the new status would sort before the one it follows. One index probe on
+    the history's key keeps the order the rows were written in.
+    """
+    return f"""GREATEST(%(recorded)s, (
+                SELECT max(h.recorded_at) + interval '1 microsecond' FROM {x.hist} h
+                WHERE h.app_id = %(app)s AND h.invocation_id = {invocation_id}))"""
+
+
 def _register(x: Tables, routes: bool) -> str:
     """A batch of new invocations: rows, REGISTERED status, history, and (optionally) routes.
 
@@ -258,7 +272,8 @@ def _taking(x: Tables, claimed: str, commit: str, name: str) -> str:
         history AS (
             INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
                                   status_set_at, runner_id)
-            SELECT %(app)s, m.invocation_id, %(recorded)s, 'pending', m.status_owner_id,
+            SELECT %(app)s, m.invocation_id, {_recorded_after_latest(x, "m.invocation_id")},
+                   'pending', m.status_owner_id,
                    m.status_set_at, %(ctx)s
             FROM moved m
             ON CONFLICT {_HISTORY_KEY} DO NOTHING
@@ -304,7 +319,8 @@ def _transition(x: Tables, kind: TransitionKind) -> str:
         f"""history AS (
             INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
                                   status_set_at, runner_id)
-            SELECT %(app)s, %(id)s, %(recorded)s, %(status)s, m.status_owner_id,
+            SELECT %(app)s, %(id)s, {_recorded_after_latest(x, "%(id)s")}, %(status)s,
+                   m.status_owner_id,
                    m.status_set_at, %(ctx)s
             FROM moved m
             ON CONFLICT {_HISTORY_KEY} DO NOTHING
