@@ -3,9 +3,11 @@
 One runner process (``PersistentProcessRunner``, ``--workers`` worker processes) takes
 tiny tasks that the benchmark submits continuously in batches (``parallelize``, then
 wait for every result), for ``--minutes`` minutes. Retention with a short window
-(``--retention``, 60 s) runs every ``--retention-interval`` seconds in a thread of the
-benchmark, through :func:`benchmarks.retention_adapter.purge_finished` (the scheduled
-retention of the cluster takes its place once it runs itself). At the end of each
+(``--retention``, 60 s) runs every ``--retention-interval`` seconds: by default in a
+thread of the benchmark, through :func:`benchmarks.retention_adapter.purge_finished`;
+with ``--retention-by cluster``, the runners apply it themselves (the settings
+``postgres_retention`` and ``postgres_retention_interval``, in a version that has
+them). At the end of each
 minute the benchmark records the minute's tasks per second and, for every ``pynenc_*``
 table, its live and dead rows (the server's statistics), its updates and how many of
 them were HOT, its autovacuum runs and its size (table, indexes and TOAST).
@@ -47,6 +49,7 @@ from benchmarks.common import (
     replace_section,
 )
 from benchmarks.retention_adapter import purge_finished
+from pynenc_postgres import conf
 from pynenc_postgres.db.engine import dispose_all
 
 REPO = Path(__file__).resolve().parent.parent
@@ -178,6 +181,10 @@ def retention_loop(
 def soak(url: str, args: argparse.Namespace, scratch: Path) -> tuple[list[Minute], Retention]:
     stack = e2e.stack_env(e2e.PG, url, scratch)
     app_id = stack["PYNENC__APP_ID"]
+    by_cluster = args.retention_by == "cluster"
+    if by_cluster:
+        stack["PYNENC__POSTGRES_RETENTION"] = f"{args.retention:.0f}s"
+        stack["PYNENC__POSTGRES_RETENTION_INTERVAL"] = f"{args.retention_interval:.0f}s"
     minutes: list[Minute] = []
     retention = Retention()
     stop = threading.Event()
@@ -190,7 +197,8 @@ def soak(url: str, args: argparse.Namespace, scratch: Path) -> tuple[list[Minute
         e2e.running(stack, 1, scratch / "runner.log", workers_per_runner=args.workers),
         psycopg.connect(url, autocommit=True) as conn,
     ):
-        thread.start()
+        if not by_cluster:
+            thread.start()
         try:
             began = minute_began = time.perf_counter()
             done = 0
@@ -213,7 +221,8 @@ def soak(url: str, args: argparse.Namespace, scratch: Path) -> tuple[list[Minute
             print(f"ran {time.perf_counter() - began:.0f} s", flush=True)
         finally:
             stop.set()
-            thread.join()
+            if thread.is_alive():
+                thread.join()
     dispose_all()
     return minutes, retention
 
@@ -232,10 +241,15 @@ def render(
     lines = [
         f"{len(minutes)} minutes, 1 runner with {args.workers} worker processes, tiny tasks "
         f"submitted in batches of {args.batch}; retention window {args.retention:.0f} s, "
-        f"applied every {args.retention_interval:.0f} s by the benchmark "
-        f"({retention.passes} passes, {retention.rows:,} rows, "
-        f"{retention.seconds / max(retention.passes, 1):.2f} s per pass, "
-        f"{len(retention.errors)} failed); storage parameters: "
+        f"applied every {args.retention_interval:.0f} s "
+        + (
+            "by the runners (the cluster's scheduled retention)"
+            if args.retention_by == "cluster"
+            else f"by the benchmark ({retention.passes} passes, {retention.rows:,} rows, "
+            f"{retention.seconds / max(retention.passes, 1):.2f} s per pass, "
+            f"{len(retention.errors)} failed)"
+        )
+        + "; storage parameters: "
         + ("reset to the defaults (before 0011)" if args.default_storage else "as migrated")
         + ".",
         "",
@@ -302,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retention-interval", type=float, default=10.0, help="seconds")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--retention-by", choices=["benchmark", "cluster"], default="benchmark")
     parser.add_argument("--default-storage", action="store_true")
     parser.add_argument(
         "--minute-seconds", type=float, default=60.0, help="length of a 'minute' (smoke runs)"
@@ -311,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.minutes < 1:
         parser.error("--minutes must be at least 1")
+    scheduled = any(
+        hasattr(cls, "postgres_retention") for cls in vars(conf).values() if isinstance(cls, type)
+    )
+    if args.retention_by == "cluster" and not scheduled:
+        parser.error("this version has no scheduled retention: use --retention-by benchmark")
     scratch = Path(tempfile.mkdtemp(prefix="pynenc-soak-"))
     with postgres_server(args.postgres_url) as admin_url, bench_database(admin_url) as db:
         machine = machine_description(db.url)
