@@ -12,7 +12,8 @@ measured on, and it would be half the seeding time.
 
 :func:`create_partitioned_copy` builds, in schema ``retention_partitioned``, the tables
 that a day of invocations fills, with the same columns and indexes, each partitioned
-by day on its time column, with partitions for that day, today and tomorrow. The
+by day on its time column, with partitions for 14 past days (that day among them),
+today and tomorrow. The
 primary key of a partitioned table must contain the partition column: it is added
 where the key does not have it (so the invocation and the orchestrator row are no
 longer unique by id alone, which ``ON CONFLICT (app_id, invocation_id)`` relies on).
@@ -142,8 +143,13 @@ def seed_live(conn: psycopg.Connection[Any], schema: str, invocations: int) -> l
     return [f"live-{i}" for i in range(1, invocations + 1)]
 
 
-def create_partitioned_copy(conn: psycopg.Connection[Any]) -> None:
-    """The partitioned copy of :data:`PARTITIONED_TABLES` (see the module docstring)."""
+def create_partitioned_copy(conn: psycopg.Connection[Any], days_kept: int = 14) -> None:
+    """The partitioned copy of :data:`PARTITIONED_TABLES` (see the module docstring).
+
+    :param days_kept: partitions of past days per table, as a retention window of that
+        many days keeps (all empty but the seeded day's), plus today's and tomorrow's: a
+        lookup by invocation id, which names no time, probes every one of them.
+    """
     s = PARTITIONED_SCHEMA
     conn.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
     conn.execute(f"CREATE SCHEMA {s}")
@@ -173,7 +179,8 @@ def create_partitioned_copy(conn: psycopg.Connection[Any]) -> None:
         ).fetchall()
         for (definition,) in indexes:
             conn.execute(definition.replace(f" ON public.{table} ", f" ON {s}.{table} ", 1))
-        for day in (_DAY, _TODAY, f"{_TODAY} + interval '1 day'"):
+        past = [f"{_TODAY} - interval '{d} days'" for d in range(max(days_kept, 2), 0, -1)]
+        for day in (*past, _TODAY, f"{_TODAY} + interval '1 day'"):
             name = conn.execute(f"SELECT to_char({day}, 'YYYYMMDD')").fetchone()
             assert name is not None
             conn.execute(
