@@ -22,22 +22,26 @@ from pynenc_postgres.retention import purge_invocations
 BATCH = 1000
 """Invocations per transaction."""
 
+# The ids are read first, then deleted by id: a DELETE ... IN (subquery LIMIT) planned
+# on stale statistics was seen scanning the whole table for a single batch.
+ORCHESTRATOR_CANDIDATES = """
+    SELECT invocation_id FROM pynenc_orchestrator_invocation
+    WHERE app_id = %(app)s AND purgeable_since < now() - %(older)s::interval
+    ORDER BY purgeable_since LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED"""
+
 ORCHESTRATOR_BATCH = """
     WITH purged AS (
-        DELETE FROM pynenc_orchestrator_invocation o
-        WHERE o.app_id = %(app)s AND o.invocation_id IN (
-            SELECT invocation_id FROM pynenc_orchestrator_invocation
-            WHERE app_id = %(app)s AND purgeable_since < now() - %(older)s::interval
-            ORDER BY purgeable_since LIMIT %(batch)s
-            FOR UPDATE SKIP LOCKED)
+        DELETE FROM pynenc_orchestrator_invocation
+        WHERE app_id = %(app)s AND invocation_id = ANY(%(ids)s)
         RETURNING invocation_id
     ), arguments AS (
-        DELETE FROM pynenc_orchestrator_argument a USING purged p
-        WHERE a.app_id = %(app)s AND a.invocation_id = p.invocation_id
+        DELETE FROM pynenc_orchestrator_argument
+        WHERE app_id = %(app)s AND invocation_id = ANY(%(ids)s)
     ), edges AS (
-        DELETE FROM pynenc_orchestrator_waiting w USING purged p
-        WHERE w.app_id = %(app)s AND (w.waited_invocation_id = p.invocation_id
-                                      OR w.waiter_invocation_id = p.invocation_id)
+        DELETE FROM pynenc_orchestrator_waiting
+        WHERE app_id = %(app)s AND (waited_invocation_id = ANY(%(ids)s)
+                                    OR waiter_invocation_id = ANY(%(ids)s))
     )
     SELECT count(*) FROM purged"""
 
@@ -68,10 +72,10 @@ def _purge_orchestrator_rows(url: str, app_id: str, older_than: timedelta, schem
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
         while True:
-            row = conn.execute(
-                ORCHESTRATOR_BATCH, {"app": app_id, "older": older_than, "batch": BATCH}
-            ).fetchone()
-            count = int(row[0]) if row else 0
-            if count == 0:
-                return deleted
-            deleted += count
+            params = {"app": app_id, "older": older_than, "batch": BATCH}
+            with conn.transaction():
+                ids = [r[0] for r in conn.execute(ORCHESTRATOR_CANDIDATES, params)]
+                if not ids:
+                    return deleted
+                row = conn.execute(ORCHESTRATOR_BATCH, {**params, "ids": ids}).fetchone()
+            deleted += int(row[0]) if row else 0

@@ -452,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                     db.url, args.invocations, args.live, args.baseline_seconds
                 )
                 runs.append(run)
+                print(render([run], [], args.invocations, cycle_invocations, seeded), flush=True)
             if "partitions" not in skip:
                 runs.append(
                     measure_partitions(
@@ -462,6 +463,7 @@ def main(argv: list[str] | None = None) -> int:
                         args.partitions_kept,
                     )
                 )
+                print(render(runs[-1:], [], args.invocations, cycle_invocations, {}), flush=True)
         if "cycles" not in skip:
             with bench_database(admin_url) as db:
                 cycles = measure_cycles(db.url, cycle_invocations, args.cycles)
