@@ -54,6 +54,12 @@ _CATALOG = {
     "views": """
         SELECT schemaname, viewname, definition FROM pg_views
         WHERE schemaname NOT IN ('pg_catalog', 'information_schema')""",
+    # Per-table storage parameters (fill factor, autovacuum settings).
+    "storage": """
+        SELECT n.nspname, c.relname, array_to_string(c.reloptions, ',')
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.reloptions IS NOT NULL
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema')""",
     "functions": """
         SELECT n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)
         FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
