@@ -263,6 +263,10 @@ def test_demo_with_nothing_configured_starts_embedded_postgres(tmp_path: Path) -
     assert len(worker_pids(output)) == 2
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_demo_stops_its_runner_processes(
     empty_database_url: str, tmp_path: Path, sig: signal.Signals
@@ -278,6 +282,9 @@ def test_interrupted_demo_stops_its_runner_processes(
         # Its own group, which receives the signal the way a terminal's Ctrl-C reaches
         # every process of the foreground job.
         start_new_session=True,
+        # As from a terminal: a suite started as a background job inherits an ignored
+        # SIGINT, which the demo would inherit in turn.
+        preexec_fn=_default_sigint,
     )
     assert demo.stdout is not None
     seen: list[str] = []

@@ -447,6 +447,18 @@ def test_deadlock_is_retried_without_discarding_the_pool(database_url: str) -> N
 # -- interrupts --------------------------------------------------------------------------
 
 
+@pytest.fixture
+def ctrl_c_raises() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt, as in a terminal.
+
+    A suite started as a background job inherits an ignored SIGINT; these tests are about
+    what the pool does when the interrupt is raised, so they restore Python's handler.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @contextmanager
 def interrupt_when(condition: Callable[[], bool], signum: int) -> Iterator[threading.Thread]:
     """Send ``signum`` to the main thread as soon as ``condition`` holds."""
@@ -476,7 +488,9 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
-def test_interrupted_statements_give_their_connection_back(database_url: str) -> None:
+def test_interrupted_statements_give_their_connection_back(
+    database_url: str, ctrl_c_raises: None
+) -> None:
     """Ctrl-C (KeyboardInterrupt) or SystemExit while a statement runs leaks no slot."""
     assert threading.current_thread() is threading.main_thread()
     name = unique_name("interrupt")
@@ -508,7 +522,9 @@ def test_interrupted_statements_give_their_connection_back(database_url: str) ->
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs signal.pthread_kill")
-def test_interrupt_while_waiting_for_a_connection_loses_no_slot(database_url: str) -> None:
+def test_interrupt_while_waiting_for_a_connection_loses_no_slot(
+    database_url: str, ctrl_c_raises: None
+) -> None:
     assert threading.current_thread() is threading.main_thread()
     db = get_database(
         DatabaseSettings(url=database_url, pool_size=1, max_overflow=0, pool_timeout=5)
