@@ -499,21 +499,8 @@ def _orchestrator_candidates(
 ) -> Iterable[list[str]]:
     """Batches of invocations the orchestrator holds in a status in scope, by age."""
     for status in scope.statuses:
-        cursor: tuple[datetime, str] = (_START, "")
-        while True:
-            params: dict[str, Any] = {
-                "app_id": app_id,
-                "status": status,
-                "cutoff": cutoff,
-                "after_at": cursor[0],
-                "after_id": cursor[1],
-                "limit": batch_size,
-            }
-            rows = database.fetchall(sql.orchestrator_candidates, params)
-            if not rows:
-                break
-            cursor = (rows[-1][0], rows[-1][1])
-            yield [row[1] for row in rows]
+        params = {"app_id": app_id, "status": status, "cutoff": cutoff}
+        yield from _by_age(database, sql.orchestrator_candidates, params, batch_size)
 
 
 def _marked_candidates(
@@ -525,16 +512,20 @@ def _marked_candidates(
     batch_size: int,
 ) -> Iterable[list[str]]:
     """Batches of invocations set up for auto purge before the cutoff."""
+    params = {"app_id": app_id, "cutoff": cutoff}
+    yield from _by_age(database, sql.marked_candidates, params, batch_size)
+
+
+def _by_age(
+    database: Database, statement: str, params: dict[str, Any], batch_size: int
+) -> Iterable[list[str]]:
+    """Ids in batches from ``statement``, which reads ``(time, invocation_id)`` in that
+    order after the keyset ``(after_at, after_id)``: each batch starts where the last
+    stopped."""
     cursor: tuple[datetime, str] = (_START, "")
     while True:
-        params: dict[str, Any] = {
-            "app_id": app_id,
-            "cutoff": cutoff,
-            "after_at": cursor[0],
-            "after_id": cursor[1],
-            "limit": batch_size,
-        }
-        rows = database.fetchall(sql.marked_candidates, params)
+        page = {**params, "after_at": cursor[0], "after_id": cursor[1], "limit": batch_size}
+        rows = database.fetchall(statement, page)
         if not rows:
             return
         cursor = (rows[-1][0], rows[-1][1])
