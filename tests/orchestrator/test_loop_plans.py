@@ -1,11 +1,13 @@
 """The statements of a runner's loop stay cheap over a backlog of 100,000 queued invocations.
 
 A runner's loop, idle or busy, sends the same few statements again and again: the
-broker's claim, the blocking-control query, the heartbeats, and the atomic-service
-checks. Each must touch at most ``BUDGET`` shared buffers whatever the backlog, with
-statistics taken after the backlog arrived and with statistics taken while the tables
-were still small (autovacuum had not analyzed them since), and with the plan a prepared
-statement gets for the values (custom) as well as the one it may cache (generic).
+claim (the broker's own, and the one that also moves the invocation to PENDING), the
+status change that follows, the blocking-control query, the heartbeats, and the
+atomic-service checks, recovery searches included. Each must touch at most ``BUDGET``
+shared buffers whatever the backlog, with statistics taken after the backlog arrived and
+with statistics taken while the tables were still small (autovacuum had not analyzed them
+since), and with the plan a prepared statement gets for the values (custom) as well as
+the one it may cache (generic).
 
 ``EXPLAIN (ANALYZE, BUFFERS)`` runs each statement for real, in a transaction that is
 rolled back, so writes leave nothing behind.
@@ -27,7 +29,9 @@ from pynenc.invocation.status import InvocationStatus
 
 from pynenc_postgres.broker.sql import statements as broker_statements
 from pynenc_postgres.db.engine import dispose_all
+from pynenc_postgres.orchestrator.lifecycle_sql import TransitionKind, lifecycle_statements
 from pynenc_postgres.orchestrator.sql import statements as orchestrator_statements
+from pynenc_postgres.orchestrator.transitions import statuses_requiring_owner
 from tests.conftest import PostgresServer
 
 BACKLOG = 100_000
@@ -36,6 +40,7 @@ APP = "loop-plans"
 QUEUE = "default"
 ORCH = orchestrator_statements("public")
 BROKER = broker_statements("public")
+LIFECYCLE = lifecycle_statements("public")
 AVAILABLE = sorted(s.value for s in InvocationStatus.get_available_for_run_statuses())
 DEAD_AFTER = 600.0
 NOW = datetime.now(UTC)
@@ -45,6 +50,7 @@ FINALIZE += (NOW, NOW)
 
 TABLES = (
     "pynenc_orchestrator_invocation",
+    "pynenc_invocation",
     "pynenc_orchestrator_waiting",
     "pynenc_broker_message",
     "pynenc_runner_heartbeat",
@@ -69,6 +75,10 @@ BACKLOG_ROWS = (
        SELECT %(app)s, 'queued-' || i, 'tasks.work', 'tasks.work:' || i, 'registered',
               now() - interval '1 hour', now() - interval '1 hour' + i * interval '1 ms'
        FROM generate_series(1, %(n)s) AS i""",
+    """INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id, arguments_id,
+           serialized_arguments)
+       SELECT %(app)s, 'queued-' || i, 'tasks.work', 'tasks.work:' || i, 'args-' || i, '{}'
+       FROM generate_series(1, %(n)s) AS i""",
     """INSERT INTO pynenc_broker_message (app_id, queue_name, priority, invocation_id)
        SELECT %(app)s, %(queue)s, 0, 'queued-' || i FROM generate_series(1, %(n)s) AS i""",
     """INSERT INTO pynenc_orchestrator_invocation (app_id, invocation_id, task_id, call_id,
@@ -80,6 +90,12 @@ BACKLOG_ROWS = (
            waited_invocation_id)
        SELECT %(app)s, 'parent-' || p, 'queued-' || (p * 1000 + c)
        FROM generate_series(1, 4) AS p, generate_series(1, 5) AS c""",
+    # Taken an hour ago by workers that stopped before the next status change.
+    """INSERT INTO pynenc_orchestrator_invocation (app_id, invocation_id, task_id, call_id,
+           status, status_set_at, taken_at)
+       SELECT %(app)s, 'stranded-' || i, 'tasks.work', 'tasks.work:stranded-' || i,
+              'registered', now() - interval '2 hours', now() - interval '1 hour'
+       FROM generate_series(1, 3) AS i""",
 )
 
 
@@ -90,10 +106,57 @@ class Statement:
     params: tuple[Any, ...]
 
 
+def _positional(name: str, query: str, named: dict[str, Any]) -> Statement:
+    """A statement with named parameters (``%(name)s``) as one with ``%s`` placeholders."""
+    values: list[Any] = []
+
+    def placeholder(match: re.Match[str]) -> str:
+        values.append(named[match.group(1)])
+        return "%s"
+
+    return Statement(name, re.sub(r"%\((\w+)\)s", placeholder, query), tuple(values))
+
+
+def _take(relaxed: bool) -> dict[str, Any]:
+    take = {
+        "app": APP,
+        "queue": QUEUE,
+        "runner": "runner-1",
+        "change": "change-1",
+        "from": AVAILABLE,
+        "required": statuses_requiring_owner(),
+        "free_tasks": ["tasks.work"],
+        "recorded": NOW,
+        "ctx": "runner-1",
+    }
+    return {**take, "commit": "off"} if relaxed else take
+
+
 def loop_statements() -> list[Statement]:
     """Every statement of a runner's loop, with the parameters the loop sends."""
     runners = ["runner-1", "runner-2", "runner-3", "runner-4"]
     return [
+        _positional("claim and take", LIFECYCLE.claim_and_take, _take(relaxed=False)),
+        _positional(
+            "claim and take (relaxed commit)", LIFECYCLE.claim_and_take_relaxed, _take(True)
+        ),
+        _positional(
+            "status change of a claimed invocation",
+            LIFECYCLE.transition(TransitionKind(owner_check=True, final=False)),
+            {
+                "status": "running",
+                "keeps": False,
+                "owner": "runner-1",
+                "change": "change-2",
+                "app": APP,
+                "id": "queued-1",
+                "from": ["pending"],
+                "required": statuses_requiring_owner(),
+                "runner": "runner-1",
+                "recorded": NOW,
+                "ctx": "runner-1",
+            },
+        ),
         Statement("broker claim", BROKER.claim, (APP, APP, QUEUE)),
         Statement("broker claim (relaxed commit)", BROKER.claim_relaxed, (APP, APP, QUEUE, "off")),
         Statement("blocking control", ORCH.blocking_invocations, (APP, APP, AVAILABLE, 1)),
@@ -116,6 +179,9 @@ def loop_statements() -> list[Statement]:
         ),
         Statement("running recovery candidates", ORCH.running_for_recovery, (APP, DEAD_AFTER)),
         Statement("pending recovery candidates", ORCH.pending_for_recovery, (APP, 5.0)),
+        Statement(
+            "stranded recovery candidates", ORCH.stranded_for_recovery, (APP, AVAILABLE, 5.0)
+        ),
     ]
 
 

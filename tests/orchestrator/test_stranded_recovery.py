@@ -136,3 +136,66 @@ def test_a_worker_dead_after_the_combined_claim_leaves_it_to_pending_recovery(
         ),
         "the invocation left PENDING by the dead worker was not offered for recovery",
     )
+
+
+def _taken_at(app: Pynenc, invocation_id: str) -> object:
+    row = _orchestrator(app).db.fetchone(
+        "SELECT taken_at FROM pynenc_orchestrator_invocation WHERE app_id = %s "
+        "AND invocation_id = %s",
+        (app.app_id, invocation_id),
+    )
+    assert row is not None
+    return row[0]
+
+
+def _take_leaving_the_status_change(app: Pynenc, runner_id: str) -> str | None:
+    """The combined claim of a worker whose task needs pynenc's concurrency check: the
+    statement takes the queue row and leaves the PENDING change for a later statement."""
+    orchestrator = _orchestrator(app)
+    backend = orchestrator._combined_backend()
+    broker = orchestrator._combined_broker()
+    assert backend is not None and broker is not None
+    params = orchestrator._take_params(backend, runner_context(runner_id), "change-1")
+    params["free_tasks"] = []
+    row = orchestrator._claim_and_take(broker, broker.conf.queues[0], params)
+    return None if row is None else str(row[0])
+
+
+def test_a_take_left_for_a_separate_status_change_is_routed_again_if_the_worker_dies(
+    app: Pynenc,
+) -> None:
+    stranded = register(app, "taken for a concurrency check by a worker that died")
+    assert _take_leaving_the_status_change(app, "dead") == stranded
+    assert app.orchestrator.get_invocation_status(stranded) == InvocationStatus.REGISTERED
+    assert _taken_at(app, stranded) is not None
+    assert app.broker.count_invocations() == 0
+
+    routed = wait_until(
+        lambda: _orchestrator(app).route_stranded_invocations(MAX_PENDING_SECONDS),
+        "the invocation taken for a concurrency check was never routed again",
+    )
+    assert routed == [stranded]
+    assert app.broker.count_invocations() == 1
+
+
+def test_the_trace_of_a_take_goes_with_the_next_status_change(app: Pynenc) -> None:
+    """Only invocations taken and not moved on carry a trace, so the index the search
+    reads stays as small as the number of workers between their two statements."""
+    checked = register(app, "taken for a concurrency check, then made pending")
+    assert _take_leaving_the_status_change(app, "live") == checked
+    assert _taken_at(app, checked) is not None
+    app.orchestrator.set_invocation_status(
+        checked, InvocationStatus.PENDING, runner_context("live")
+    )
+    assert _taken_at(app, checked) is None
+
+    plain = register(app, "taken by the broker's own claim, then made pending")
+    assert app.broker.retrieve_invocation() == plain
+    assert _taken_at(app, plain) is not None
+    app.orchestrator.set_invocation_status(plain, InvocationStatus.PENDING, runner_context("live"))
+    assert _taken_at(app, plain) is None
+
+    moved = register(app, "taken and made pending by one statement")
+    taken = app.orchestrator.get_invocations_to_run(1, runner_context("live"))
+    assert [str(i.invocation_id) for i in taken] == [moved]
+    assert _taken_at(app, moved) is None

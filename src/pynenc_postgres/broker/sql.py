@@ -12,9 +12,16 @@ import hashlib
 from dataclasses import dataclass
 from functools import cache
 
+from pynenc.invocation.status import InvocationStatus
+
 from pynenc_postgres.db import tables as t
 from pynenc_postgres.db.notify import MAX_CHANNEL_BYTES
 from pynenc_postgres.db.sql import qualified
+
+RUNNABLE_STATUSES: tuple[str, ...] = tuple(
+    status.value for status in InvocationStatus if status.is_available_for_run()
+)
+"""Statuses from which pynenc runs an invocation taken from the queue."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +49,28 @@ def channel_name(schema: str) -> str:
 def statements(schema: str) -> BrokerSql:
     """Render the statements for ``schema`` (cached: built once per process and schema)."""
     queue = qualified(schema, t.BROKER_MESSAGE)
+    orch = qualified(schema, t.ORCHESTRATOR_INVOCATION)
+    # The status change that follows a claim is a separate statement: the claim stamps
+    # when it took a runnable invocation, so that one left behind by a worker that
+    # stopped in between can be found without reading the whole queue (the orchestrator
+    # routes it again). With an orchestrator elsewhere there is no row to stamp.
     claim = f"""
-            DELETE FROM {queue}
-            WHERE app_id = %s AND message_id = (
-                SELECT message_id FROM {queue}
-                WHERE app_id = %s AND queue_name = %s
-                ORDER BY priority DESC, message_id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED)
-            RETURNING invocation_id"""
+            WITH claimed AS (
+                DELETE FROM {queue}
+                WHERE app_id = %s AND message_id = (
+                    SELECT message_id FROM {queue}
+                    WHERE app_id = %s AND queue_name = %s
+                    ORDER BY priority DESC, message_id
+                    LIMIT 1
+                    FOR UPDATE SKIP LOCKED)
+                RETURNING app_id, invocation_id
+            ), traced AS (
+                UPDATE {orch} o SET taken_at = clock_timestamp()
+                FROM claimed c
+                WHERE o.app_id = c.app_id AND o.invocation_id = c.invocation_id
+                  AND o.status = ANY('{{{",".join(RUNNABLE_STATUSES)}}}'::text[])
+            )
+            SELECT c.invocation_id"""
     return BrokerSql(
         channel=channel_name(schema),
         # A data-modifying WITH runs to completion whether or not it is read.
@@ -69,12 +89,12 @@ def statements(schema: str) -> BrokerSql:
                 ORDER BY u.n
             )
             SELECT pg_notify(%s, %s)""",
-        claim=claim,
+        claim=f"{claim} FROM claimed c",
         # The same claim with its own synchronous_commit: set_config(..., true) lasts
         # until the statement's implicit commit, and "the behavior for any one transaction
         # is determined by the setting in effect when it commits" (Postgres docs). It is
         # evaluated only when a row was taken.
-        claim_relaxed=f"{claim}, set_config('synchronous_commit', %s, true)",
+        claim_relaxed=f"{claim}, set_config('synchronous_commit', %s, true) FROM claimed c",
         count=f"""
             SELECT count(*) FROM {queue} WHERE app_id = %s AND queue_name = ANY(%s::text[])""",
         purge_app=f"DELETE FROM {queue} WHERE app_id = %s",

@@ -643,6 +643,15 @@ class OrchestratorInvocation(Base):
             "purgeable_since",
             postgresql_where=text("purgeable_since IS NOT NULL"),
         ),
+        # Only invocations taken from the queue and not yet moved on are in it: the
+        # search for those a dead worker left behind reads a handful of entries however
+        # long the queue is (migration 0012).
+        Index(
+            "ix_pynenc_orchestrator_invocation_app_id_taken_at",
+            "app_id",
+            "taken_at",
+            postgresql_where=text("taken_at IS NOT NULL"),
+        ),
         {
             "comment": "Current status, owner and retry count of each invocation, as the "
             "orchestrator enforces them (server clock).",
@@ -680,6 +689,11 @@ class OrchestratorInvocation(Base):
     retries_change_id: Mapped[str | None] = mapped_column(
         comment="Id of the last retry increment; a resent increment recognises itself "
         "by it and counts once. NULL before the first."
+    )
+    taken_at: Mapped[datetime | None] = mapped_column(
+        comment="When a worker took the invocation from the queue without moving it on in "
+        "the same statement (server clock); NULL again at its next status change. Set "
+        "for long only if that worker stopped in between."
     )
 
 

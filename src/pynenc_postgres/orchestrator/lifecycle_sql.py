@@ -253,7 +253,21 @@ def _claim_and_take(x: Tables, relaxed: bool) -> str:
     return _taking(x, claimed, commit, "claim and take")
 
 
+_MAY_MOVE_AT_ONCE = """(
+                  (o.status <> ALL(%(required)s::text[])
+                   OR o.status_owner_id IS NOT DISTINCT FROM %(runner)s)
+                  AND o.task_id = ANY(%(free_tasks)s::text[]))"""
+"""A take moves a runnable invocation to PENDING itself when its owner allows it and its
+task needs no concurrency check."""
+
+
 def _taking(x: Tables, claimed: str, commit: str, name: str) -> str:
+    # A take is about one invocation (the claim takes at most one row). Each table is
+    # reached through its primary key by that one id, a value the planner knows is a
+    # single row: joined to the claim instead, statistics taken while the tables were
+    # small (or a backlog whose statuses they do not know) can make it read every
+    # runnable invocation of the app through the status index to find the claimed one.
+    taken = "(SELECT invocation_id FROM claimed)"
     return f"""
         WITH /* pynenc-postgres: {name} */ claimed AS (
             {claimed}
@@ -263,14 +277,21 @@ def _taking(x: Tables, claimed: str, commit: str, name: str) -> str:
                 status = 'pending',
                 status_owner_id = %(runner)s,
                 status_set_at = clock_timestamp(),
-                status_change_id = %(change)s
-            FROM claimed c
-            WHERE o.app_id = %(app)s AND o.invocation_id = c.invocation_id
+                status_change_id = %(change)s,
+                taken_at = NULL
+            WHERE o.app_id = %(app)s AND o.invocation_id = {taken}
               AND o.status = ANY(%(from)s::text[])
-              AND (o.status <> ALL(%(required)s::text[])
-                   OR o.status_owner_id IS NOT DISTINCT FROM %(runner)s)
-              AND o.task_id = ANY(%(free_tasks)s::text[])
+              AND {_MAY_MOVE_AT_ONCE}
             RETURNING o.invocation_id, o.status_owner_id, o.status_set_at
+        ),
+        -- Runnable but left for a separate status change: the time it was taken, so
+        -- that a worker stopping in between leaves a trace (the complement of moved's
+        -- condition: a statement never updates one row twice).
+        traced AS (
+            UPDATE {x.orch} o SET taken_at = clock_timestamp()
+            WHERE o.app_id = %(app)s AND o.invocation_id = {taken}
+              AND o.status = ANY(%(from)s::text[])
+              AND NOT {_MAY_MOVE_AT_ONCE}
         ),
         history AS (
             INSERT INTO {x.hist} (app_id, invocation_id, recorded_at, status, status_owner_id,
@@ -288,8 +309,8 @@ def _taking(x: Tables, claimed: str, commit: str, name: str) -> str:
                EXISTS (SELECT 1 FROM {x.src} s
                        WHERE s.app_id = o.app_id AND s.task_id = o.task_id){commit}
         FROM claimed c
-        LEFT JOIN {x.orch} o ON o.app_id = %(app)s AND o.invocation_id = c.invocation_id
-        LEFT JOIN {x.inv} i ON i.app_id = %(app)s AND i.invocation_id = c.invocation_id"""
+        LEFT JOIN {x.orch} o ON o.app_id = %(app)s AND o.invocation_id = {taken}
+        LEFT JOIN {x.inv} i ON i.app_id = %(app)s AND i.invocation_id = {taken}"""
 
 
 @cache
@@ -314,7 +335,8 @@ def _transition(x: Tables, kind: TransitionKind) -> str:
                 status_owner_id = CASE WHEN %(keeps)s::boolean THEN status_owner_id
                                        ELSE %(owner)s::text END,
                 status_set_at = clock_timestamp(),
-                status_change_id = %(change)s{extra_set}
+                status_change_id = %(change)s,
+                taken_at = NULL{extra_set}
             WHERE app_id = %(app)s AND invocation_id = %(id)s
               AND status = ANY(%(from)s::text[]){owner}
             RETURNING task_id, status_owner_id, status_set_at

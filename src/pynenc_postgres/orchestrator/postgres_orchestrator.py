@@ -29,6 +29,7 @@ from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db import borrowed, tables
 from pynenc_postgres.db.cache import BoundedCache
 from pynenc_postgres.db.errors import InTransactionError
+from pynenc_postgres.db.notify import route_payload
 from pynenc_postgres.db.values import as_utc
 from pynenc_postgres.orchestrator.blocking_control import PostgresBlockingControl
 from pynenc_postgres.orchestrator.heartbeats import HeartbeatThrottle, heartbeat_interval
@@ -547,13 +548,40 @@ class PostgresOrchestrator(CombinedLifecycle):
         ):
             return []
         params = (self.app_id, RUNNABLE_STATUSES, older_than_seconds)
-        stranded = list(self._ids(self.sql.stranded_for_recovery, params))
+        found = self.db.fetchall(self.sql.stranded_for_recovery, params)
+        if not found:
+            return []
+        routes = []
+        per_queue: dict[str, int] = {}
+        for invocation_id, _ in found:
+            task = self.app.state_backend.get_invocation(invocation_id).task
+            routes.append((task.broker_queue, float(task.broker_priority)))
+            per_queue[task.broker_queue] = per_queue.get(task.broker_queue, 0) + 1
+        broker._validate_queue_names(tuple(per_queue))
+        payloads = sorted(
+            route_payload(broker.wake_key(self.app_id, queue), count)
+            for queue, count in per_queue.items()
+        )
+        rows = self.db.fetchall(
+            self.sql.route_stranded,
+            (
+                [row[0] for row in found],
+                [row[1] for row in found],
+                [queue for queue, _ in routes],
+                [priority for _, priority in routes],
+                self.app_id,
+                RUNNABLE_STATUSES,
+                self.app_id,
+                broker.sql.channel,
+                payloads,
+            ),
+        )
+        stranded = [InvocationId(row[0]) for row in rows]
         if stranded:
             self.app.logger.warning(
                 f"Routing again {len(stranded)} invocation(s) taken from the queue by a "
                 f"worker that stopped before running them: {', '.join(stranded)}"
             )
-            self.route_invocations([self.app.state_backend.get_invocation(i) for i in stranded])
         return stranded
 
     def _get_running_invocations_for_recovery(

@@ -72,6 +72,7 @@ class OrchestratorSql:
     active_runners_by_eligibility: str
     pending_for_recovery: str
     stranded_for_recovery: str
+    route_stranded: str
     recover_running: str
     running_for_recovery: str
     abandon_dead_holder: str
@@ -102,7 +103,8 @@ def statements(schema: str) -> OrchestratorSql:
             status = %s,
             status_owner_id = CASE WHEN %s::boolean THEN status_owner_id ELSE %s::text END,
             status_set_at = clock_timestamp(),
-            status_change_id = %s
+            status_change_id = %s,
+            taken_at = NULL
         WHERE app_id = %s AND invocation_id = %s AND status = ANY(%s::text[])"""
     matching_arguments = f"""
             SELECT a.invocation_id FROM {arg} a
@@ -260,16 +262,40 @@ def statements(schema: str) -> OrchestratorSql:
             SELECT invocation_id FROM {inv}
             WHERE app_id = %s AND status = 'pending' AND status_set_at <= now() - {_SECONDS}
             ORDER BY status_set_at""",
-        # Runnable by status, yet in no queue row: a worker took it from the queue and
-        # died before its PENDING transition.
+        # Taken from the queue that long ago and still runnable: the worker that took
+        # it stopped before its next status change. Only invocations taken and not
+        # moved on carry taken_at (every status change clears it, and so does routing
+        # one again), so the partial index holds a handful of rows however long the
+        # queue is, and no queue row needs to be looked up.
         stranded_for_recovery=f"""
-            SELECT i.invocation_id FROM {inv} i
+            SELECT i.invocation_id, i.taken_at FROM {inv} i
             WHERE i.app_id = %s AND i.status = ANY(%s::text[])
-              AND i.status_set_at <= now() - {_SECONDS}
-              AND NOT EXISTS (
-                SELECT 1 FROM {queue} q
-                WHERE q.app_id = i.app_id AND q.invocation_id = i.invocation_id)
-            ORDER BY i.status_set_at""",
+              AND i.taken_at IS NOT NULL AND i.taken_at <= now() - {_SECONDS}
+            ORDER BY i.taken_at""",
+        # Routes again those of the stranded invocations whose trace is still the one
+        # read (no status change or other recovery came in between), and clears it in
+        # the same statement, so each is routed again once. Parameters: ids, their
+        # taken_at, queues and priorities; app, runnable statuses; app; channel and
+        # the payloads that wake the queues' consumers.
+        route_stranded=f"""
+            WITH u AS (
+                SELECT * FROM unnest(%s::text[], %s::timestamptz[], %s::text[], %s::float8[])
+                    WITH ORDINALITY AS u(invocation_id, taken_at, queue_name, priority, n)
+            ), cleared AS (
+                UPDATE {inv} i SET taken_at = NULL
+                FROM u
+                WHERE i.app_id = %s AND i.invocation_id = u.invocation_id
+                  AND i.taken_at = u.taken_at AND i.status = ANY(%s::text[])
+                RETURNING i.invocation_id
+            ), routed AS (
+                INSERT INTO {queue} (app_id, queue_name, priority, invocation_id)
+                SELECT %s, u.queue_name, u.priority, u.invocation_id
+                FROM u JOIN cleared c ON c.invocation_id = u.invocation_id
+                ORDER BY u.n
+            )
+            SELECT c.invocation_id,
+                   (SELECT count(pg_notify(%s, p)) FROM unnest(%s::text[]) AS p)
+            FROM cleared c""",
         # RUNNING -> RUNNING_RECOVERY only while the owner is dead by pynenc's rule, in
         # the statement that moves it. FOR SHARE waits for a heartbeat being written and
         # reads it once committed, so an owner that beats again at that very moment keeps
