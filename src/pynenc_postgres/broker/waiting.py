@@ -9,7 +9,12 @@ dispatcher's wake-ups and its safety re-checks.
 Without live notifications (poll mode, or while the ``LISTEN`` connection is down or
 deaf) an idle consumer claims on a schedule that backs off: the first re-claim after
 ``postgres_broker_poll_interval_sec``, then each interval twice the last, up to
-``postgres_broker_poll_max_interval_sec``. A claim that finds work resets it.
+``postgres_broker_poll_max_interval_sec``. A claim that finds work is followed by
+another at once (a burst is taken without waiting); when that one finds nothing, the
+schedule goes on from half the interval it had reached. A lone task at an idle fleet then
+costs its finder one empty claim, where starting the schedule over would cost one per
+step of the climb back (seven at the defaults), and a steady stream of work keeps the
+consumers that find it polling more often.
 """
 
 from __future__ import annotations
@@ -87,8 +92,8 @@ class ClaimLoop:
         return now >= seat.last_empty + seat.interval
 
     def _empty(self, seat: Seat, started: float, token: tuple[int, int]) -> None:
-        if seat.last_empty is None:
-            seat.interval = self.poll_interval
+        if seat.last_empty is None:  # the first claim, or the first after work was found
+            seat.interval = max(self.poll_interval, min(self.poll_max_interval, seat.interval / 2))
         else:
             seat.interval = min(self.poll_max_interval, seat.interval * 2)
         seat.last_empty = started
@@ -98,7 +103,6 @@ class ClaimLoop:
 
     def _found(self, seat: Seat) -> None:
         seat.last_empty = None
-        seat.interval = self.poll_interval
         if seat.lease_until > time.monotonic():
             self.notifier.cancel(seat)
 
