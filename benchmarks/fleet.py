@@ -414,16 +414,18 @@ TEMPLATE_SQL = """
            h.status_owner_id, h.runner_id
     FROM pynenc_invocation i
     JOIN pynenc_invocation_history h USING (app_id, invocation_id)
-    WHERE i.app_id = %s AND h.status = 'registered' AND i.invocation_id NOT LIKE 'backlog-%%'
+    WHERE i.app_id = %s AND h.status = 'registered'
     LIMIT 1"""
 
 # Each queued invocation as a submission leaves it: its row, its REGISTERED history row,
 # its orchestrator row (REGISTERED, owned by the client's runner context) and its queue
-# message, with distinct arguments (sha256 ids, as pynenc's) and registration times
-# spread over the last minutes in routing order.
-_SERIES = """
+# message, with distinct arguments (sha256 ids, as pynenc's), UUIDs for ids (spread over
+# the primary keys among the fleet's own, as pynenc's uuid4 ids are) and registration
+# times spread over the last minutes in routing order.
+_BACKLOG_ID = "md5(%(app)s || ':backlog:' || i)::uuid::text"
+_SERIES = f"""
     WITH s AS (
-        SELECT i, 'backlog-' || i AS id, encode(sha256(i::text::bytea), 'hex') AS args_id,
+        SELECT i, {_BACKLOG_ID} AS id, encode(sha256(i::text::bytea), 'hex') AS args_id,
                now() - (%(n)s - i) * %(spacing)s * interval '1 ms' AS at
         FROM generate_series(1, %(n)s) AS i)"""
 BACKLOG_SQL = (
@@ -487,7 +489,7 @@ def seed_backlog(url: str, app_id: str, count: int, statistics: str) -> float:
     return time.monotonic() - began
 
 
-def remove_backlog(url: str, app_id: str) -> None:
+def remove_backlog(url: str, app_id: str, count: int) -> None:
     """Delete the backlog, then VACUUM (ANALYZE) its tables.
 
     The burst without the backlog then steps over none of its 100,000 dead rows (and their
@@ -496,10 +498,13 @@ def remove_backlog(url: str, app_id: str) -> None:
     tables = ", ".join(BACKLOG_TABLES)
     with psycopg.connect(url, autocommit=True) as conn:
         for table in BACKLOG_TABLES:
-            conn.execute(
-                f"DELETE FROM {table} WHERE app_id = %s AND invocation_id LIKE 'backlog-%%'",
-                (app_id,),
-            )
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE app_id = %(app)s AND invocation_id IN ("
+                f"SELECT {_BACKLOG_ID} FROM generate_series(1, %(n)s) AS i)",
+                {"app": app_id, "n": count},
+            ).rowcount
+            if deleted != count:
+                raise RuntimeError(f"{table} held {deleted} of the {count} queued invocations")
             conn.execute(f"ALTER TABLE {table} RESET (autovacuum_analyze_threshold)")
         conn.execute(f"VACUUM (ANALYZE) {tables}")
 
@@ -618,11 +623,14 @@ class Backlog:
         empty = summed([d.fleet for d in self.side(False)])
         full = summed([d.fleet for d in self.side(True)])
 
-        def gap(query: str) -> float:
+        def order(query: str) -> tuple[bool, float]:
             e, f = empty.get(query), full.get(query)
-            return abs((f.blocks_per_call if f else 0.0) - (e.blocks_per_call if e else 0.0))
+            gap = abs((f.blocks_per_call if f else 0.0) - (e.blocks_per_call if e else 0.0))
+            # A statement seen on one side only (a heartbeat that fell in one drain's
+            # window) compares with nothing: after those seen on both.
+            return (e is None or f is None, -gap)
 
-        queries = sorted(empty.keys() | full.keys(), key=lambda q: -gap(q))[:n]
+        queries = sorted(empty.keys() | full.keys(), key=order)[:n]
         return [(q, empty.get(q), full.get(q)) for q in queries]
 
 
@@ -632,6 +640,9 @@ def measure_backlog(
     rounds: list[BacklogRound] = []
     seeded: list[float] = []
     idle: Idle | None = None
+    # A drain that is not counted: the first after the fleet started (or after the other
+    # statistics' rounds) steps over what came before; neither side should.
+    measure_drain(fleet, url, reports, args.backlog_burst)
     for round_number in range(args.backlog_rounds):
         # Every other round runs the backlog first, so neither side always goes first.
         backlog_first = round_number % 2 == 1
@@ -640,7 +651,7 @@ def measure_backlog(
         if idle is None:
             idle = measure_idle(fleet, url, args.settle, args.idle)
         full = measure_drain(fleet, url, reports, args.backlog_burst)
-        remove_backlog(url, fleet.app_id)
+        remove_backlog(url, fleet.app_id, args.backlog)
         if empty is None:
             empty = measure_drain(fleet, url, reports, args.backlog_burst)
         backlog_round = BacklogRound(backlog_first, empty, full)
