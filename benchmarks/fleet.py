@@ -28,13 +28,15 @@ the client's own submissions and seeded with ``INSERT ... SELECT generate_series
 ``stale``: they are analyzed before it arrives and autovacuum's ANALYZE is held off while
 it is there (a plain ``VACUUM`` after the insert, as autovacuum would run). After each
 drain with it the backlog is deleted and the tables ``VACUUM (ANALYZE)``d, so the drain
-without it steps over no dead rows. A drain's tasks are submitted while the fleet is
-paused (``SIGSTOP``) and timed from resuming it to the last start report; per task, the
-server's counts of the fleet's statements alone (``pg_stat_statements``: statements,
-shared buffers hit or read, execution time), which do not move with the machine's load,
-say whether the backlog makes a statement of the loop dearer. The report gives each
-round's ratio of tasks/s and the median with its range, the statements whose buffers per
-call differ most between the two sides, and the idle loop's statements over the backlog.
+without it steps over no dead rows; every drain starts right after a ``VACUUM`` of the
+tables, so none steps over the dead rows of the drain before it either. A drain's tasks
+are submitted while the fleet is paused (``SIGSTOP``) and timed from resuming it to the
+last start report; per task, the server's counts of the fleet's statements alone
+(``pg_stat_statements``: statements, shared buffers hit or read, execution time), which
+do not move with the machine's load, say whether the backlog makes a statement of the
+loop dearer. The report gives each round's ratio of tasks/s and the median with its
+range, the statements whose buffers per call differ most between the two sides, and the
+idle loop's statements over the backlog.
 
 The task reports to the benchmark over UDP, and the client never polls results, so the
 counts are the fleet's and the submissions' only. Run it with ``python -m
@@ -495,7 +497,6 @@ def remove_backlog(url: str, app_id: str, count: int) -> None:
     The burst without the backlog then steps over none of its 100,000 dead rows (and their
     index entries), and plans with the statistics of the tables without it.
     """
-    tables = ", ".join(BACKLOG_TABLES)
     with psycopg.connect(url, autocommit=True) as conn:
         for table in BACKLOG_TABLES:
             deleted = conn.execute(
@@ -506,7 +507,13 @@ def remove_backlog(url: str, app_id: str, count: int) -> None:
             if deleted != count:
                 raise RuntimeError(f"{table} held {deleted} of the {count} queued invocations")
             conn.execute(f"ALTER TABLE {table} RESET (autovacuum_analyze_threshold)")
-        conn.execute(f"VACUUM (ANALYZE) {tables}")
+    vacuum_backlog_tables(url)
+
+
+def vacuum_backlog_tables(url: str) -> None:
+    """VACUUM (ANALYZE) the backlog's tables (statistics of the tables without it)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(BACKLOG_TABLES)}")
 
 
 @dataclass
@@ -646,11 +653,16 @@ def measure_backlog(
     for round_number in range(args.backlog_rounds):
         # Every other round runs the backlog first, so neither side always goes first.
         backlog_first = round_number % 2 == 1
-        empty = None if backlog_first else measure_drain(fleet, url, reports, args.backlog_burst)
+        # Every drain starts right after its tables were vacuumed (the backlog's seeding
+        # and removal end with a VACUUM): none steps over the dead rows of the one before.
+        empty = None
+        if not backlog_first:
+            vacuum_backlog_tables(url)
+            empty = measure_drain(fleet, url, reports, args.backlog_burst)
         seeded.append(seed_backlog(url, fleet.app_id, args.backlog, statistics))
+        full = measure_drain(fleet, url, reports, args.backlog_burst)
         if idle is None:
             idle = measure_idle(fleet, url, args.settle, args.idle)
-        full = measure_drain(fleet, url, reports, args.backlog_burst)
         remove_backlog(url, fleet.app_id, args.backlog)
         if empty is None:
             empty = measure_drain(fleet, url, reports, args.backlog_burst)
@@ -751,13 +763,14 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
         f"{median(backlog.seed_seconds):.1f} s; tables "
         f"{STATISTICS_METHOD[backlog.statistics]}. After each drain with it the backlog is "
         "deleted and its tables `VACUUM (ANALYZE)`d, so the drain without it steps over no "
-        f"dead rows. Each round, one fleet drains {tasks:,} tasks without and {tasks:,} with "
-        "the backlog (every other round the backlog first; a first drain is not counted): "
-        "the tasks are submitted while "
-        "the fleet is paused (SIGSTOP), and timed from resuming it to the last task's start. "
-        "Per task: the fleet's statements, shared buffers (hit + read) and server execution "
-        f"time (`pg_stat_statements`) from resuming it to {DRAIN_TAIL_SECONDS:.0f} s after "
-        "the last start; the submission's statements are apart."
+        "dead rows; a drain without it that comes first in its round follows a `VACUUM "
+        "(ANALYZE)` too, so every drain starts from freshly vacuumed tables. Each round, one "
+        f"fleet drains {tasks:,} tasks without and {tasks:,} with the backlog (every other "
+        "round the backlog first; a first drain is not counted): the tasks are submitted "
+        "while the fleet is paused (SIGSTOP), and timed from resuming it to the last task's "
+        "start. Per task: the fleet's statements, shared buffers (hit + read) and server "
+        f"execution time (`pg_stat_statements`) from resuming it to {DRAIN_TAIL_SECONDS:.0f} s "
+        "after the last start; the submission's statements are apart."
     )
     report.say()
     report.say(
