@@ -29,7 +29,8 @@ the client's own submissions and seeded with ``INSERT ... SELECT generate_series
 it is there (a plain ``VACUUM`` after the insert, as autovacuum would run). After each
 drain with it the backlog is deleted and the tables ``VACUUM (ANALYZE)``d, so the drain
 without it steps over no dead rows; every drain starts right after a ``VACUUM`` of the
-tables, so none steps over the dead rows of the drain before it either. A drain's tasks
+tables, so none steps over the dead rows of the drain before it either, and after a
+``CHECKPOINT``, so it shares the disk with no earlier writes. A drain's tasks
 are submitted while the fleet is paused (``SIGSTOP``) and timed from resuming it to the
 last start report; per task, the server's counts of the fleet's statements alone
 (``pg_stat_statements``: statements, shared buffers hit or read, execution time), which
@@ -546,6 +547,17 @@ def signal_fleet(fleet: Fleet, signum: signal.Signals) -> None:
     os.killpg(fleet.process.pid, signum)
 
 
+def checkpoint(url: str) -> None:
+    """Write the dirty buffers out now, so that no drain shares the disk with the writes
+    of what came before it (seeding or deleting a backlog, a vacuum); a role that may not
+    run CHECKPOINT skips it."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+
+
 def measure_drain(fleet: Fleet, url: str, reports: Reports, tasks: int) -> Drain:
     """Submit ``tasks`` with the fleet paused (SIGSTOP), then time the fleet taking them.
 
@@ -553,6 +565,7 @@ def measure_drain(fleet: Fleet, url: str, reports: Reports, tasks: int) -> Drain
     few cores the client serializing thousands of calls would slow the fleet it times.
     """
     numbers = reports.fresh(tasks)
+    checkpoint(url)
     signal_fleet(fleet, signal.SIGSTOP)
     try:
         time.sleep(PAUSE_SECONDS)
@@ -764,7 +777,8 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
         f"{STATISTICS_METHOD[backlog.statistics]}. After each drain with it the backlog is "
         "deleted and its tables `VACUUM (ANALYZE)`d, so the drain without it steps over no "
         "dead rows; a drain without it that comes first in its round follows a `VACUUM "
-        "(ANALYZE)` too, so every drain starts from freshly vacuumed tables. Each round, one "
+        "(ANALYZE)` too, so every drain starts from freshly vacuumed tables (and after a "
+        "`CHECKPOINT`, so it shares the disk with no earlier writes). Each round, one "
         f"fleet drains {tasks:,} tasks without and {tasks:,} with the backlog (every other "
         "round the backlog first; a first drain is not counted): the tasks are submitted "
         "while the fleet is paused (SIGSTOP), and timed from resuming it to the last task's "
