@@ -542,6 +542,18 @@ class Drain:
     def ms_per_task(self) -> float:
         return self.fleet.exec_ms / self.tasks
 
+    @property
+    def reads_per_task(self) -> float:
+        return self.fleet.read_blocks / self.tasks
+
+    @property
+    def wal_per_task(self) -> float:
+        return self.fleet.wal_bytes / self.tasks
+
+    @property
+    def fpi_per_task(self) -> float:
+        return self.fleet.wal_fpi / self.tasks
+
 
 def signal_fleet(fleet: Fleet, signum: signal.Signals) -> None:
     os.killpg(fleet.process.pid, signum)
@@ -607,6 +619,9 @@ def summed(counters: list[Counters]) -> dict[str, StatementCount]:
                     t.rows + s.rows,
                     t.shared_blocks + s.shared_blocks,
                     t.exec_ms + s.exec_ms,
+                    t.read_blocks + s.read_blocks,
+                    t.wal_bytes + s.wal_bytes,
+                    t.wal_fpi + s.wal_fpi,
                 )
                 if t
                 else s
@@ -689,6 +704,8 @@ def measure_backlog(
             f"the backlog ({backlog_round.ratio:.2f}x); per task "
             f"{empty.statements_per_task:.1f} / {full.statements_per_task:.1f} statements, "
             f"{empty.buffers_per_task:.1f} / {full.buffers_per_task:.1f} buffers, "
+            f"{empty.reads_per_task:.1f} / {full.reads_per_task:.1f} read, "
+            f"{empty.wal_per_task:.0f} / {full.wal_per_task:.0f} WAL bytes, "
             f"{empty.ms_per_task:.3f} / {full.ms_per_task:.3f} server ms",
             flush=True,
         )
@@ -791,9 +808,10 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
     report.say()
     report.say(
         "| round | first | tasks/s without | with | ratio | statements/task without | with "
-        "| buffers/task without | with | server ms/task without | with |"
+        "| buffers/task without | with | of which read without | with "
+        "| WAL bytes/task without | with | server ms/task without | with |"
     )
-    report.say("| ---: | --- " + "| ---: " * 9 + "|")
+    report.say("| ---: | --- " + "| ---: " * 13 + "|")
     for number, r in enumerate(backlog.rounds, 1):
         cells = [
             str(number),
@@ -805,6 +823,10 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
             f"{r.full.statements_per_task:.1f}",
             f"{r.empty.buffers_per_task:.1f}",
             f"{r.full.buffers_per_task:.1f}",
+            f"{r.empty.reads_per_task:.1f}",
+            f"{r.full.reads_per_task:.1f}",
+            f"{r.empty.wal_per_task:.0f}",
+            f"{r.full.wal_per_task:.0f}",
             f"{r.empty.ms_per_task:.3f}",
             f"{r.full.ms_per_task:.3f}",
         ]
@@ -826,9 +848,11 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
         f"Tasks/s with / without the backlog: median {backlog.ratio:.2f}x, rounds "
         f"{min(ratios):.2f}x..{max(ratios):.2f}x. Medians over the rounds per task, without / "
         f"with: {medians('statements_per_task', 1)} statements, "
-        f"{medians('buffers_per_task', 1)} buffers, {medians('ms_per_task', 3)} ms of server "
-        f"execution; the submission: {submitted} buffers per task. The fleet's statements "
-        "whose buffers per call differ most between the sides (all rounds):"
+        f"{medians('buffers_per_task', 1)} buffers (read: {medians('reads_per_task', 1)}), "
+        f"{medians('wal_per_task', 0)} WAL bytes ({medians('fpi_per_task', 2)} full-page "
+        f"images), {medians('ms_per_task', 3)} ms of server execution; the submission: "
+        f"{submitted} buffers per task. The fleet's statements whose buffers per call differ "
+        "most between the sides (all rounds):"
     )
     report.say()
     report.say(
