@@ -33,7 +33,7 @@ tables, so none steps over the dead rows of the drain before it either, and afte
 ``CHECKPOINT``, so it shares the disk with no earlier writes. A drain's tasks
 are submitted while the fleet is paused (``SIGSTOP``) and timed from resuming it to the
 last start report; per task, the server's counts of the fleet's statements alone
-(``pg_stat_statements``: statements, shared buffers hit or read, execution time), which
+(``pg_stat_statements``: statements, shared buffers hit or read, WAL, execution time), which
 do not move with the machine's load, say whether the backlog makes a statement of the
 loop dearer. The report gives each round's ratio of tasks/s and the median with its
 range, the statements whose buffers per call differ most between the two sides, and the
@@ -801,9 +801,10 @@ def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> No
         f"fleet drains {tasks:,} tasks without and {tasks:,} with the backlog (every other "
         "round the backlog first; a first drain is not counted): the tasks are submitted "
         "while the fleet is paused (SIGSTOP), and timed from resuming it to the last task's "
-        "start. Per task: the fleet's statements, shared buffers (hit + read) and server "
-        f"execution time (`pg_stat_statements`) from resuming it to {DRAIN_TAIL_SECONDS:.0f} s "
-        "after the last start; the submission's statements are apart."
+        "start. Per task: the fleet's statements, shared buffers (hit + read, and read "
+        "alone), WAL bytes and server execution time (`pg_stat_statements`) from resuming "
+        f"it to {DRAIN_TAIL_SECONDS:.0f} s after the last start; the submission's statements "
+        "are apart."
     )
     report.say()
     report.say(
