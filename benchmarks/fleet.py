@@ -17,19 +17,33 @@ PostgreSQL 18 that counts statements (:mod:`benchmarks.server_counters`):
 * **burst**: ``--burst`` tasks submitted in one batch (``parallelize``), timed from the
   submission to the last task's start report: tasks/s and transactions per task.
 
-Then the **backlog**: one fleet of ``--backlog-workers`` processes runs bursts with and
-without ``--backlog`` queued invocations of the same app (REGISTERED, in a queue the
-fleet does not consume), ``--backlog-rounds`` times in turn (every other round with the
-backlog first): the backlog is seeded with ``INSERT ... SELECT generate_series`` and
-analyzed before each burst with it, and deleted after. The ratio of tasks/s is the
-median over the rounds; the idle window over the backlog gives the shared buffers per
-call of every statement the idle loop sends.
+Then the **backlog**: one fleet of ``--backlog-workers`` processes drains bursts of
+``--backlog-burst`` tasks with and without ``--backlog`` queued invocations of the same
+app, ``--backlog-rounds`` times in turn (every other round with the backlog first), with
+each kind of ``--backlog-statistics``. The backlog is REGISTERED invocations of the
+fleet's task in a queue the fleet does not consume, with every row a submission writes
+(invocation, REGISTERED history row, orchestrator row, queue message), copied from one of
+the client's own submissions and seeded with ``INSERT ... SELECT generate_series``.
+``fresh`` statistics: the tables are ``VACUUM (ANALYZE)``d with the backlog in them;
+``stale``: they are analyzed before it arrives and autovacuum's ANALYZE is held off while
+it is there (a plain ``VACUUM`` after the insert, as autovacuum would run). After each
+drain with it the backlog is deleted and the tables ``VACUUM (ANALYZE)``d, so the drain
+without it steps over no dead rows; every drain starts right after a ``VACUUM`` of the
+tables, so none steps over the dead rows of the drain before it either, and after a
+``CHECKPOINT``, so it shares the disk with no earlier writes. A drain's tasks
+are submitted while the fleet is paused (``SIGSTOP``) and timed from resuming it to the
+last start report; per task, the server's counts of the fleet's statements alone
+(``pg_stat_statements``: statements, shared buffers hit or read, WAL, execution time), which
+do not move with the machine's load, say whether the backlog makes a statement of the
+loop dearer. The report gives each round's ratio of tasks/s and the median with its
+range, the statements whose buffers per call differ most between the two sides, and the
+idle loop's statements over the backlog.
 
 The task reports to the benchmark over UDP, and the client never polls results, so the
 counts are the fleet's and the submissions' only. Run it with ``python -m
 benchmarks.fleet``; ``--workers 1,4 --modes listen --idle 10 --singles 10 --burst 200
---backlog 10000`` is a quick preliminary run. ``--write-docs`` writes the results into
-docs/benchmarks.md.
+--backlog 10000 --backlog-burst 1000 --backlog-rounds 2`` is a quick preliminary run.
+``--write-docs`` writes the results into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -64,6 +78,7 @@ from benchmarks.common import (
 from benchmarks.server_counters import (
     UNCOUNTED,
     Counters,
+    StatementCount,
     counting_postgres_server,
     difference,
     ensure_extension,
@@ -377,89 +392,325 @@ class Row:
 
 # -- the backlog ---------------------------------------------------------------------------
 
+BACKLOG_TABLES = (
+    "pynenc_broker_message",
+    "pynenc_orchestrator_invocation",
+    "pynenc_invocation_history",
+    "pynenc_invocation",
+)
+"""The tables a submission writes a queued invocation into."""
+STATISTICS = ("fresh", "stale")
+BACKLOG_SPACING_MS = 5.0
+"""Registration times of the backlog, this far apart: queued over minutes, as after an outage."""
+NEVER_ANALYZE = 2_000_000_000
+"""An ``autovacuum_analyze_threshold`` that autovacuum never reaches."""
+PAUSE_SECONDS = 0.5
+"""After pausing the fleet: statements it had sent finish and are counted before the submit."""
+DRAIN_TAIL_SECONDS = 1.0
+"""After the last start: the last tasks finish (``pg_stat_statements`` counts at once)."""
+
+# What the client wrote for a real submission of the fleet's task (a warm-up invocation):
+# the task key, the call key without the arguments' id, and the owner and runner context
+# of its REGISTERED history row, so the backlog's rows are the client's own, multiplied.
+TEMPLATE_SQL = """
+    SELECT i.task_id, left(i.call_id, length(i.call_id) - length(i.arguments_id)),
+           h.status_owner_id, h.runner_id
+    FROM pynenc_invocation i
+    JOIN pynenc_invocation_history h USING (app_id, invocation_id)
+    WHERE i.app_id = %s AND h.status = 'registered'
+    LIMIT 1"""
+
+# Each queued invocation as a submission leaves it: its row, its REGISTERED history row,
+# its orchestrator row (REGISTERED, owned by the client's runner context) and its queue
+# message, with distinct arguments (sha256 ids, as pynenc's), UUIDs for ids (spread over
+# the primary keys among the fleet's own, as pynenc's uuid4 ids are) and registration
+# times spread over the last minutes in routing order.
+_BACKLOG_ID = "md5(%(app)s || ':backlog:' || i)::uuid::text"
+_SERIES = f"""
+    WITH s AS (
+        SELECT i, {_BACKLOG_ID} AS id, encode(sha256(i::text::bytea), 'hex') AS args_id,
+               now() - (%(n)s - i) * %(spacing)s * interval '1 ms' AS at
+        FROM generate_series(1, %(n)s) AS i)"""
 BACKLOG_SQL = (
-    """
+    f"""{_SERIES}
     INSERT INTO pynenc_invocation (app_id, invocation_id, task_id, call_id, arguments_id,
-        serialized_arguments)
-    SELECT %(app)s, 'backlog-' || i, 'benchmarks.fleet_app.ping',
-           'benchmarks.fleet_app.ping:' || md5(i::text), md5(i::text), '{"n": "' || i || '"}'
-    FROM generate_series(1, %(n)s) AS i""",
-    """
+        serialized_arguments, created_at, updated_at)
+    SELECT %(app)s, id, %(task)s, %(call)s || args_id, args_id, '{{"n": "' || i || '"}}',
+           at, at
+    FROM s""",
+    f"""{_SERIES}
+    INSERT INTO pynenc_invocation_history (app_id, invocation_id, recorded_at, status,
+        status_owner_id, status_set_at, runner_id)
+    SELECT %(app)s, id, at, 'registered', %(owner)s, at, %(runner)s FROM s""",
+    f"""{_SERIES}
     INSERT INTO pynenc_orchestrator_invocation (app_id, invocation_id, task_id, call_id,
-        status, status_set_at)
-    SELECT %(app)s, 'backlog-' || i, 'benchmarks.fleet_app.ping',
-           'benchmarks.fleet_app.ping:' || md5(i::text), 'registered', now()
-    FROM generate_series(1, %(n)s) AS i""",
-    """
-    INSERT INTO pynenc_broker_message (app_id, queue_name, priority, invocation_id)
-    SELECT %(app)s, %(queue)s, 0, 'backlog-' || i FROM generate_series(1, %(n)s) AS i""",
+        status, status_owner_id, status_set_at, registered_at)
+    SELECT %(app)s, id, %(task)s, %(call)s || args_id, 'registered', %(owner)s, at, at
+    FROM s""",
+    f"""{_SERIES}
+    INSERT INTO pynenc_broker_message (app_id, queue_name, priority, invocation_id, routed_at)
+    SELECT %(app)s, %(queue)s, %(priority)s, id, at FROM s ORDER BY i""",
 )
 
 
-def seed_backlog(url: str, app_id: str, count: int) -> float:
+def seed_backlog(url: str, app_id: str, count: int, statistics: str) -> float:
+    """Queue ``count`` invocations of the fleet's task in a queue it does not consume.
+
+    ``fresh``: the tables are analyzed with the backlog in them. ``stale``: they are
+    analyzed before it arrives, and autovacuum's ANALYZE is held off while it is there
+    (autovacuum still vacuums them). Either way they are vacuumed after the insert, as
+    autovacuum would after 100,000 inserted rows, so the first burst does not pay the hint
+    bits of rows nobody read yet.
+    """
+    tables = ", ".join(BACKLOG_TABLES)
     began = time.monotonic()
     with psycopg.connect(url, autocommit=True) as conn:
+        template = conn.execute(TEMPLATE_SQL, (app_id,)).fetchone()
+        if template is None:
+            raise RuntimeError(f"app {app_id} has no submission of the fleet's task to copy")
+        task, call_prefix, owner, runner = template
+        if statistics == "stale":
+            conn.execute(f"ANALYZE {tables}")
+            for table in BACKLOG_TABLES:
+                conn.execute(
+                    f"ALTER TABLE {table} SET (autovacuum_analyze_threshold = {NEVER_ANALYZE})"
+                )
+        params = {
+            "app": app_id,
+            "n": count,
+            "spacing": BACKLOG_SPACING_MS,
+            "task": task,
+            "call": call_prefix,
+            "owner": owner,
+            "runner": runner,
+            "queue": BACKLOG_QUEUE,
+            "priority": float(fleet_app.ping.broker_priority),
+        }
         for statement in BACKLOG_SQL:
-            conn.execute(statement, {"app": app_id, "n": count, "queue": BACKLOG_QUEUE})
-        conn.execute("ANALYZE")
+            conn.execute(statement, params)
+        conn.execute(f"VACUUM (ANALYZE) {tables}" if statistics == "fresh" else f"VACUUM {tables}")
     return time.monotonic() - began
 
 
-def remove_backlog(url: str, app_id: str) -> None:
+def remove_backlog(url: str, app_id: str, count: int) -> None:
+    """Delete the backlog, then VACUUM (ANALYZE) its tables.
+
+    The burst without the backlog then steps over none of its 100,000 dead rows (and their
+    index entries), and plans with the statistics of the tables without it.
+    """
     with psycopg.connect(url, autocommit=True) as conn:
-        for table in ("pynenc_broker_message", "pynenc_orchestrator_invocation"):
-            conn.execute(
-                f"DELETE FROM {table} WHERE app_id = %s AND invocation_id LIKE 'backlog-%%'",
-                (app_id,),
+        for table in BACKLOG_TABLES:
+            deleted = conn.execute(
+                f"DELETE FROM {table} WHERE app_id = %(app)s AND invocation_id IN ("
+                f"SELECT {_BACKLOG_ID} FROM generate_series(1, %(n)s) AS i)",
+                {"app": app_id, "n": count},
+            ).rowcount
+            if deleted != count:
+                raise RuntimeError(f"{table} held {deleted} of the {count} queued invocations")
+            conn.execute(f"ALTER TABLE {table} RESET (autovacuum_analyze_threshold)")
+    vacuum_backlog_tables(url)
+
+
+def vacuum_backlog_tables(url: str) -> None:
+    """VACUUM (ANALYZE) the backlog's tables (statistics of the tables without it)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"VACUUM (ANALYZE) {', '.join(BACKLOG_TABLES)}")
+
+
+@dataclass
+class Drain:
+    """A burst submitted while the fleet was paused, then taken by the fleet."""
+
+    tasks: int
+    seconds: float  # from resuming the fleet to the last task's start
+    submission: Counters  # the client's statements, while the fleet was paused
+    fleet: Counters  # from resuming the fleet to DRAIN_TAIL_SECONDS after the last start
+
+    @property
+    def tasks_per_second(self) -> float:
+        return self.tasks / self.seconds
+
+    @property
+    def statements_per_task(self) -> float:
+        return self.fleet.calls / self.tasks
+
+    @property
+    def buffers_per_task(self) -> float:
+        return self.fleet.shared_blocks / self.tasks
+
+    @property
+    def ms_per_task(self) -> float:
+        return self.fleet.exec_ms / self.tasks
+
+    @property
+    def reads_per_task(self) -> float:
+        return self.fleet.read_blocks / self.tasks
+
+    @property
+    def wal_per_task(self) -> float:
+        return self.fleet.wal_bytes / self.tasks
+
+    @property
+    def fpi_per_task(self) -> float:
+        return self.fleet.wal_fpi / self.tasks
+
+
+def signal_fleet(fleet: Fleet, signum: signal.Signals) -> None:
+    os.killpg(fleet.process.pid, signum)
+
+
+def checkpoint(url: str) -> None:
+    """Write the dirty buffers out now, so that no drain shares the disk with the writes
+    of what came before it (seeding or deleting a backlog, a vacuum); a role that may not
+    run CHECKPOINT skips it."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CHECKPOINT")
+    except psycopg.errors.InsufficientPrivilege:
+        pass
+
+
+def measure_drain(fleet: Fleet, url: str, reports: Reports, tasks: int) -> Drain:
+    """Submit ``tasks`` with the fleet paused (SIGSTOP), then time the fleet taking them.
+
+    The submission's statements and CPU are then apart from the fleet's: on a machine of
+    few cores the client serializing thousands of calls would slow the fleet it times.
+    """
+    numbers = reports.fresh(tasks)
+    checkpoint(url)
+    signal_fleet(fleet, signal.SIGSTOP)
+    try:
+        time.sleep(PAUSE_SECONDS)
+        before = snapshot(url)
+        list(fleet_app.ping.parallelize([(n,) for n in numbers]).invocations)
+        submitted = snapshot(url)
+    finally:
+        signal_fleet(fleet, signal.SIGCONT)
+    began = time.monotonic()
+    reports.wait_for(numbers)
+    elapsed = time.monotonic() - began
+    time.sleep(DRAIN_TAIL_SECONDS)
+    after = snapshot(url)
+    return Drain(tasks, elapsed, difference(before, submitted), difference(submitted, after))
+
+
+@dataclass
+class BacklogRound:
+    backlog_first: bool
+    empty: Drain
+    full: Drain
+
+    @property
+    def ratio(self) -> float:
+        """Tasks/s with the backlog over tasks/s without it."""
+        return self.full.tasks_per_second / self.empty.tasks_per_second
+
+
+def summed(counters: list[Counters]) -> dict[str, StatementCount]:
+    """Each statement's counts over several intervals."""
+    total: dict[str, StatementCount] = {}
+    for c in counters:
+        for query, s in c.statements.items():
+            t = total.get(query)
+            total[query] = (
+                StatementCount(
+                    query,
+                    t.calls + s.calls,
+                    t.rows + s.rows,
+                    t.shared_blocks + s.shared_blocks,
+                    t.exec_ms + s.exec_ms,
+                    t.read_blocks + s.read_blocks,
+                    t.wal_bytes + s.wal_bytes,
+                    t.wal_fpi + s.wal_fpi,
+                )
+                if t
+                else s
             )
-        conn.execute(
-            "DELETE FROM pynenc_invocation WHERE app_id = %s AND invocation_id LIKE 'backlog-%%'",
-            (app_id,),
-        )
-        conn.execute("VACUUM ANALYZE pynenc_broker_message, pynenc_orchestrator_invocation")
+    return total
 
 
 @dataclass
 class Backlog:
-    """Bursts of one fleet without and with the backlog, alternating, and its idle loop."""
+    """Drains of one fleet without and with the backlog, alternating, and its idle loop."""
 
     count: int
-    seed_seconds: float
+    statistics: str
+    seed_seconds: list[float]
     idle: Idle
-    empty: list[Burst]
-    full: list[Burst]
+    rounds: list[BacklogRound]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [r.ratio for r in self.rounds]
 
     @property
     def ratio(self) -> float:
-        """Median over rounds of the backlog burst's tasks/s over the empty one's."""
-        pairs = zip(self.full, self.empty, strict=True)
-        return median([f.tasks_per_second / e.tasks_per_second for f, e in pairs])
+        """Median over rounds of the backlog drain's tasks/s over the empty one's."""
+        return median(self.ratios)
+
+    def side(self, full: bool) -> list[Drain]:
+        return [r.full if full else r.empty for r in self.rounds]
+
+    def differing(
+        self, n: int = 8
+    ) -> list[tuple[str, StatementCount | None, StatementCount | None]]:
+        """The fleet's statements whose buffers per call differ most between the sides."""
+        empty = summed([d.fleet for d in self.side(False)])
+        full = summed([d.fleet for d in self.side(True)])
+
+        def order(query: str) -> tuple[bool, float]:
+            e, f = empty.get(query), full.get(query)
+            gap = abs((f.blocks_per_call if f else 0.0) - (e.blocks_per_call if e else 0.0))
+            # A statement seen on one side only (a heartbeat that fell in one drain's
+            # window) compares with nothing: after those seen on both.
+            return (e is None or f is None, -gap)
+
+        queries = sorted(empty.keys() | full.keys(), key=order)[:n]
+        return [(q, empty.get(q), full.get(q)) for q in queries]
 
 
-def measure_backlog(fleet: Fleet, url: str, reports: Reports, args: Any) -> Backlog:
-    empty: list[Burst] = []
-    full: list[Burst] = []
-    seeded = 0.0
+def measure_backlog(
+    fleet: Fleet, url: str, reports: Reports, args: Any, statistics: str
+) -> Backlog:
+    rounds: list[BacklogRound] = []
+    seeded: list[float] = []
     idle: Idle | None = None
+    # A drain that is not counted: the first after the fleet started (or after the other
+    # statistics' rounds) steps over what came before; neither side should.
+    measure_drain(fleet, url, reports, args.backlog_burst)
     for round_number in range(args.backlog_rounds):
         # Every other round runs the backlog first, so neither side always goes first.
         backlog_first = round_number % 2 == 1
+        # Every drain starts right after its tables were vacuumed (the backlog's seeding
+        # and removal end with a VACUUM): none steps over the dead rows of the one before.
+        empty = None
         if not backlog_first:
-            empty.append(measure_burst(fleet, url, reports, args.burst))
-        seeded = seed_backlog(url, fleet.app_id, args.backlog)
+            vacuum_backlog_tables(url)
+            empty = measure_drain(fleet, url, reports, args.backlog_burst)
+        seeded.append(seed_backlog(url, fleet.app_id, args.backlog, statistics))
+        # Idle over the freshly vacuumed backlog (an idle loop leaves no dead rows behind
+        # but for HOT heartbeats, so the drain after it still starts on vacuumed tables).
         if idle is None:
             idle = measure_idle(fleet, url, args.settle, args.idle)
-        full.append(measure_burst(fleet, url, reports, args.burst))
-        remove_backlog(url, fleet.app_id)
-        if backlog_first:
-            empty.append(measure_burst(fleet, url, reports, args.burst))
+        full = measure_drain(fleet, url, reports, args.backlog_burst)
+        remove_backlog(url, fleet.app_id, args.backlog)
+        if empty is None:
+            empty = measure_drain(fleet, url, reports, args.backlog_burst)
+        backlog_round = BacklogRound(backlog_first, empty, full)
+        rounds.append(backlog_round)
         print(
-            f"  round {round_number + 1}: {empty[-1].tasks_per_second:.0f} tasks/s empty, "
-            f"{full[-1].tasks_per_second:.0f} with the backlog",
+            f"  round {round_number + 1} ({statistics} statistics): "
+            f"{empty.tasks_per_second:.0f} tasks/s empty, {full.tasks_per_second:.0f} with "
+            f"the backlog ({backlog_round.ratio:.2f}x); per task "
+            f"{empty.statements_per_task:.1f} / {full.statements_per_task:.1f} statements, "
+            f"{empty.buffers_per_task:.1f} / {full.buffers_per_task:.1f} buffers, "
+            f"{empty.reads_per_task:.1f} / {full.reads_per_task:.1f} read, "
+            f"{empty.wal_per_task:.0f} / {full.wal_per_task:.0f} WAL bytes, "
+            f"{empty.ms_per_task:.3f} / {full.ms_per_task:.3f} server ms",
             flush=True,
         )
     assert idle is not None
-    return Backlog(args.backlog, seeded, idle, empty, full)
+    return Backlog(args.backlog, statistics, seeded, idle, rounds)
 
 
 # -- report --------------------------------------------------------------------------------
@@ -519,6 +770,117 @@ def render_rows(report: Report, rows: list[Row], args: Any) -> None:
         report.say("| " + " | ".join(cells) + " |")
 
 
+STATISTICS_METHOD = {
+    "fresh": "analyzed with the backlog in them (`VACUUM (ANALYZE)` after seeding)",
+    "stale": "statistics taken before it arrived (`ANALYZE` before seeding, autovacuum's "
+    "ANALYZE held off while it is there; a plain `VACUUM` after seeding, as autovacuum "
+    "would run after the inserts)",
+}
+
+
+def cell(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def render_backlog(report: Report, mode: str, backlog: Backlog, args: Any) -> None:
+    """The backlog run of one wake-up mode and one kind of statistics."""
+    empty, full = backlog.side(False), backlog.side(True)
+    tasks = args.backlog_burst
+    report.say()
+    report.say(
+        f"Backlog of {backlog.count:,} queued invocations ({mode}, {args.backlog_workers} "
+        f"workers, {backlog.statistics} statistics): REGISTERED invocations of the fleet's "
+        "task in a queue it does not consume, each with the rows a submission writes "
+        "(invocation, REGISTERED history, orchestrator row, queue message), seeded in "
+        f"{median(backlog.seed_seconds):.1f} s; tables "
+        f"{STATISTICS_METHOD[backlog.statistics]}. After each drain with it the backlog is "
+        "deleted and its tables `VACUUM (ANALYZE)`d, so the drain without it steps over no "
+        "dead rows; a drain without it that comes first in its round follows a `VACUUM "
+        "(ANALYZE)` too, so every drain starts from freshly vacuumed tables (and after a "
+        "`CHECKPOINT`, so it shares the disk with no earlier writes). Each round, one "
+        f"fleet drains {tasks:,} tasks without and {tasks:,} with the backlog (every other "
+        "round the backlog first; a first drain is not counted): the tasks are submitted "
+        "while the fleet is paused (SIGSTOP), and timed from resuming it to the last task's "
+        "start. Per task: the fleet's statements, shared buffers (hit + read, and read "
+        "alone), WAL bytes and server execution time (`pg_stat_statements`) from resuming "
+        f"it to {DRAIN_TAIL_SECONDS:.0f} s after the last start; the submission's statements "
+        "are apart."
+    )
+    report.say()
+    report.say(
+        "| round | first | tasks/s without | with | ratio | statements/task without | with "
+        "| buffers/task without | with | of which read without | with "
+        "| WAL bytes/task without | with | server ms/task without | with |"
+    )
+    report.say("| ---: | --- " + "| ---: " * 13 + "|")
+    for number, r in enumerate(backlog.rounds, 1):
+        cells = [
+            str(number),
+            "with" if r.backlog_first else "without",
+            f"{r.empty.tasks_per_second:.0f}",
+            f"{r.full.tasks_per_second:.0f}",
+            f"{r.ratio:.2f}x",
+            f"{r.empty.statements_per_task:.1f}",
+            f"{r.full.statements_per_task:.1f}",
+            f"{r.empty.buffers_per_task:.1f}",
+            f"{r.full.buffers_per_task:.1f}",
+            f"{r.empty.reads_per_task:.1f}",
+            f"{r.full.reads_per_task:.1f}",
+            f"{r.empty.wal_per_task:.0f}",
+            f"{r.full.wal_per_task:.0f}",
+            f"{r.empty.ms_per_task:.3f}",
+            f"{r.full.ms_per_task:.3f}",
+        ]
+        report.say("| " + " | ".join(cells) + " |")
+    ratios = backlog.ratios
+
+    def medians(attribute: str, digits: int) -> str:
+        return (
+            f"{median([getattr(d, attribute) for d in empty]):.{digits}f} / "
+            f"{median([getattr(d, attribute) for d in full]):.{digits}f}"
+        )
+
+    submitted = (
+        f"{median([d.submission.shared_blocks / d.tasks for d in empty]):.1f} / "
+        f"{median([d.submission.shared_blocks / d.tasks for d in full]):.1f}"
+    )
+    report.say()
+    report.say(
+        f"Tasks/s with / without the backlog: median {backlog.ratio:.2f}x, rounds "
+        f"{min(ratios):.2f}x..{max(ratios):.2f}x. Medians over the rounds per task, without / "
+        f"with: {medians('statements_per_task', 1)} statements, "
+        f"{medians('buffers_per_task', 1)} buffers (read: {medians('reads_per_task', 1)}), "
+        f"{medians('wal_per_task', 0)} WAL bytes ({medians('fpi_per_task', 2)} full-page "
+        f"images), {medians('ms_per_task', 3)} ms of server execution; the submission: "
+        f"{submitted} buffers per task. The fleet's statements whose buffers per call differ "
+        "most between the sides (all rounds):"
+    )
+    report.say()
+    report.say(
+        "| statement | calls/task without | with | buffers/call without | with "
+        "| ms/call without | with |"
+    )
+    report.say("| --- " + "| ---: " * 6 + "|")
+    drained = tasks * len(backlog.rounds)
+    for query, e, f in backlog.differing():
+        cells = [
+            f"`{short(query, 80).replace('|', '/')}`",
+            cell(e.calls / drained if e else None, 2),
+            cell(f.calls / drained if f else None, 2),
+            cell(e.blocks_per_call if e else None, 1),
+            cell(f.blocks_per_call if f else None, 1),
+            cell(e.ms_per_call if e else None, 3),
+            cell(f.ms_per_call if f else None, 3),
+        ]
+        report.say("| " + " | ".join(cells) + " |")
+    report.say()
+    report.say(
+        f"Idle over the backlog: {backlog.idle.commits_per_second:.1f} tx/s; its statements:"
+    )
+    report.say()
+    statement_table(report, backlog.idle.counters, backlog.idle.seconds)
+
+
 def render_capacity(rows: list[Row], command: str) -> list[str]:
     """The capacity table of docs/operations.md: the formula, next to this run's host."""
     measured = {r.mode: r.idle for r in rows if r.workers == CAPACITY_WORKERS}
@@ -562,12 +924,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", type=int, default=1000)
     parser.add_argument("--backlog", type=int, default=100_000, help="0 skips the backlog run")
     parser.add_argument("--backlog-workers", type=int, default=16)
-    parser.add_argument("--backlog-rounds", type=int, default=3)
+    parser.add_argument(
+        "--backlog-burst", type=int, default=4000, help="tasks per drain of the backlog run"
+    )
+    parser.add_argument(
+        "--backlog-rounds", type=int, default=6, help="rounds of one drain without, one with"
+    )
+    parser.add_argument(
+        "--backlog-statistics",
+        default=",".join(STATISTICS),
+        help="fresh (analyzed with the backlog), stale (analyzed before it), or both",
+    )
     parser.add_argument("--write-docs", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.workers.split(",") if n]
     modes = [m for m in args.modes.split(",") if m]
     singles_sizes = {int(n) for n in args.singles_workers.split(",") if n} or set(sizes)
+    backlog_statistics = [s for s in args.backlog_statistics.split(",") if s]
+    if unknown := set(backlog_statistics) - set(STATISTICS):
+        parser.error(f"--backlog-statistics: unknown {', '.join(sorted(unknown))}")
     scratch = Path(tempfile.mkdtemp(prefix="pynenc-fleet-"))
     log = scratch / "runner.log"
     reports = Reports()
@@ -612,13 +987,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.backlog:
             for mode in modes:
                 with running_fleet(db.url, args.backlog_workers, mode, reports, log) as fleet:
-                    backlog = measure_backlog(fleet, db.url, reports, args)
-                backlogs.append((mode, backlog))
-                print(
-                    f"{mode} backlog of {args.backlog}: {backlog.ratio:.2f}x the empty run; "
-                    f"idle {backlog.idle.statements_per_second:.1f} statements/s",
-                    flush=True,
-                )
+                    for statistics in backlog_statistics:
+                        backlog = measure_backlog(fleet, db.url, reports, args, statistics)
+                        backlogs.append((mode, backlog))
+                        print(
+                            f"{mode} backlog of {args.backlog}, {statistics} statistics: "
+                            f"median {backlog.ratio:.2f}x the empty run (rounds "
+                            f"{min(backlog.ratios):.2f}x..{max(backlog.ratios):.2f}x); idle "
+                            f"{backlog.idle.statements_per_second:.1f} statements/s",
+                            flush=True,
+                        )
         load.append(load_average())
     reports.close()
 
@@ -635,20 +1013,7 @@ def main(argv: list[str] | None = None) -> int:
     report.say()
     render_rows(report, rows, args)
     for mode, backlog in backlogs:
-        report.say()
-        rates = ", ".join(
-            f"{e.tasks_per_second:.0f} / {f.tasks_per_second:.0f}"
-            for e, f in zip(backlog.empty, backlog.full, strict=True)
-        )
-        report.say(
-            f"Backlog of {backlog.count:,} queued invocations ({mode}, {args.backlog_workers} "
-            f"workers; seeded and analyzed in {backlog.seed_seconds:.1f} s): bursts of "
-            f"{args.burst} without / with it, alternating in one fleet: {rates} tasks/s; "
-            f"median ratio {backlog.ratio:.2f}x. Idle over the backlog: "
-            f"{backlog.idle.commits_per_second:.1f} tx/s; its statements:"
-        )
-        report.say()
-        statement_table(report, backlog.idle.counters, backlog.idle.seconds)
+        render_backlog(report, mode, backlog, args)
     capacity = render_capacity(rows, command)
     print()
     print("\n".join(capacity))

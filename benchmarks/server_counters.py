@@ -3,7 +3,8 @@
 Wall-clock figures move with the machine's load; these counts do not. A benchmark takes a
 :func:`snapshot` before and after its work, and :func:`difference` gives what the server did
 in between: committed transactions of the database (``pg_stat_database.xact_commit``), and
-calls, rows and shared buffers touched per normalised statement (``pg_stat_statements``).
+calls, rows, shared buffers touched (and of those, read from outside shared buffers), WAL
+written and execution time per normalised statement (``pg_stat_statements``).
 
 The server must load ``pg_stat_statements`` at start: :func:`counting_postgres_server` starts
 an embedded PostgreSQL 18 that does, unless ``$PYNENC_BENCH_POSTGRES_URL`` names a server
@@ -65,10 +66,18 @@ class StatementCount:
     calls: int
     rows: int
     shared_blocks: int  # shared buffers hit or read
+    exec_ms: float = 0.0  # the server's execution time (total_exec_time), planning excluded
+    read_blocks: int = 0  # of shared_blocks, those read in (not found in shared buffers)
+    wal_bytes: int = 0
+    wal_fpi: int = 0  # full-page images: first changes of a page after a checkpoint
 
     @property
     def blocks_per_call(self) -> float:
         return self.shared_blocks / self.calls if self.calls else 0.0
+
+    @property
+    def ms_per_call(self) -> float:
+        return self.exec_ms / self.calls if self.calls else 0.0
 
 
 @dataclass
@@ -82,6 +91,26 @@ class Counters:
     @property
     def calls(self) -> int:
         return sum(s.calls for s in self.statements.values())
+
+    @property
+    def shared_blocks(self) -> int:
+        return sum(s.shared_blocks for s in self.statements.values())
+
+    @property
+    def exec_ms(self) -> float:
+        return sum(s.exec_ms for s in self.statements.values())
+
+    @property
+    def read_blocks(self) -> int:
+        return sum(s.read_blocks for s in self.statements.values())
+
+    @property
+    def wal_bytes(self) -> int:
+        return sum(s.wal_bytes for s in self.statements.values())
+
+    @property
+    def wal_fpi(self) -> int:
+        return sum(s.wal_fpi for s in self.statements.values())
 
     def per(self, units: int) -> tuple[float, float]:
         """Committed transactions and statements per unit of work (a task, a submit)."""
@@ -114,14 +143,16 @@ def snapshot(url: str) -> Counters:
         rows = conn.execute(
             """
             SELECT s.query, sum(s.calls)::bigint, sum(s.rows)::bigint,
-                   sum(s.shared_blks_hit + s.shared_blks_read)::bigint
+                   sum(s.shared_blks_hit + s.shared_blks_read)::bigint,
+                   sum(s.total_exec_time)::float8, sum(s.shared_blks_read)::bigint,
+                   sum(s.wal_bytes)::bigint, sum(s.wal_fpi)::bigint
             FROM pg_stat_statements s
             WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             GROUP BY s.query"""
         ).fetchall()
     statements = {
-        query: StatementCount(query, calls, n_rows, blocks)
-        for query, calls, n_rows, blocks in rows
+        query: StatementCount(query, calls, n_rows, blocks, exec_ms, read, wal, fpi)
+        for query, calls, n_rows, blocks, exec_ms, read, wal, fpi in rows
         if not any(own in query for own in _OWN_STATEMENTS)
     }
     return Counters(int(commits), int(rollbacks), statements)
@@ -139,6 +170,10 @@ def difference(before: Counters, after: Counters) -> Counters:
                 calls,
                 now.rows - (then.rows if then else 0),
                 now.shared_blocks - (then.shared_blocks if then else 0),
+                now.exec_ms - (then.exec_ms if then else 0.0),
+                now.read_blocks - (then.read_blocks if then else 0),
+                now.wal_bytes - (then.wal_bytes if then else 0),
+                now.wal_fpi - (then.wal_fpi if then else 0),
             )
     # The 'before' snapshot's own two statements committed in between. Autovacuum's
     # transactions count too: a few per interval, noise over hundreds of tasks.
