@@ -525,8 +525,8 @@ class PostgresOrchestrator(CombinedLifecycle):
 
         pynenc's pending-recovery task calls this. Before answering, it routes again the
         invocations that a worker took from the queue and never moved to PENDING, because
-        it died in between: runnable by status, in no queue row, for longer than
-        ``max_pending_seconds``. Neither of pynenc's recovery tasks would find them.
+        it died in between: still runnable, taken longer than ``max_pending_seconds`` ago
+        (the claim's ``taken_at`` stamp). Neither of pynenc's recovery tasks would find them.
         """
         seconds = float(self.app.conf.max_pending_seconds)
         self.route_stranded_invocations(seconds)
