@@ -11,10 +11,9 @@ deaf) an idle consumer claims on a schedule that backs off: the first re-claim a
 ``postgres_broker_poll_interval_sec``, then each interval twice the last, up to
 ``postgres_broker_poll_max_interval_sec``. A claim that finds work is followed by
 another at once (a burst is taken without waiting); when that one finds nothing, the
-schedule goes on from half the interval it had reached. A lone task at an idle fleet then
-costs its finder one empty claim, where starting the schedule over would cost one per
-step of the climb back (seven at the defaults), and a steady stream of work keeps the
-consumers that find it polling more often.
+schedule goes on at the interval it had reached. A lone task at an idle fleet then costs
+its finder one empty claim, where starting the schedule over would cost one per step of
+the climb back (seven at the defaults).
 """
 
 from __future__ import annotations
@@ -92,9 +91,9 @@ class ClaimLoop:
         return now >= seat.last_empty + seat.interval
 
     def _empty(self, seat: Seat, started: float, token: tuple[int, int]) -> None:
-        if seat.last_empty is None:  # the first claim, or the first after work was found
-            seat.interval = max(self.poll_interval, min(self.poll_max_interval, seat.interval / 2))
-        else:
+        # The first empty claim keeps the seat's interval: the first one for a new seat,
+        # the one reached before work was found otherwise.
+        if seat.last_empty is not None:
             seat.interval = min(self.poll_max_interval, seat.interval * 2)
         seat.last_empty = started
         seat.token = token
