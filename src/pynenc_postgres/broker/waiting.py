@@ -9,11 +9,11 @@ dispatcher's wake-ups and its safety re-checks.
 Without live notifications (poll mode, or while the ``LISTEN`` connection is down or
 deaf) an idle consumer claims on a schedule that backs off: the first re-claim after
 ``postgres_broker_poll_interval_sec``, then each interval twice the last, up to
-``postgres_broker_poll_max_interval_sec``. A claim that finds work is followed by
-another at once (a burst is taken without waiting); when that one finds nothing, the
-schedule goes on at the interval it had reached. A lone task at an idle fleet then costs
-its finder one empty claim, where starting the schedule over would cost one per step of
-the climb back (seven at the defaults).
+``postgres_broker_poll_max_interval_sec``, each spread by up to a fifth either way. A
+claim that finds work is followed by another at once (a burst is taken without waiting);
+when that one finds nothing, the schedule goes on at the interval it had reached. A lone
+task at an idle fleet then costs its finder one empty claim, where starting the schedule
+over would cost one per step of the climb back (seven at the defaults).
 """
 
 from __future__ import annotations
@@ -32,7 +32,12 @@ LEASE_GRACE_SEC = 0.5
 so a consumer registers about twice a second, and one that stopped calling is not
 woken for long."""
 RECHECK_JITTER = 0.2
-"""Re-checks are spread by up to this fraction, so a host's consumers do not align."""
+"""Re-checks and polls are spread by up to this fraction, so a host's consumers do not
+align."""
+
+
+def _jitter() -> float:
+    return 1.0 + random.uniform(-RECHECK_JITTER, RECHECK_JITTER)
 
 
 class ClaimLoop:
@@ -88,7 +93,7 @@ class ClaimLoop:
         now = time.monotonic()
         if self.notifier.live:
             return now >= seat.recheck_at
-        return now >= seat.last_empty + seat.interval
+        return now >= seat.poll_at
 
     def _empty(self, seat: Seat, started: float, token: tuple[int, int]) -> None:
         # The first empty claim keeps the seat's interval: the first one for a new seat,
@@ -97,8 +102,11 @@ class ClaimLoop:
             seat.interval = min(self.poll_max_interval, seat.interval * 2)
         seat.last_empty = started
         seat.token = token
-        jitter = 1.0 + random.uniform(-RECHECK_JITTER, RECHECK_JITTER)
-        seat.recheck_at = started + self.recheck_interval * jitter
+        # Both schedules are spread: a host's consumers start together, and on a common
+        # beat they would all claim at the same instants (and a task would wait for the
+        # next beat however many of them are idle).
+        seat.recheck_at = started + self.recheck_interval * _jitter()
+        seat.poll_at = started + seat.interval * _jitter()
 
     def _found(self, seat: Seat) -> None:
         seat.last_empty = None
@@ -118,7 +126,7 @@ class ClaimLoop:
             while not self._due(seat):
                 now = time.monotonic()
                 assert seat.last_empty is not None
-                due = seat.recheck_at if notifier.live else seat.last_empty + seat.interval
+                due = seat.recheck_at if notifier.live else seat.poll_at
                 limit = min(deadline, due) - now
                 if limit <= 0:
                     return

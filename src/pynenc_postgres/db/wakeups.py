@@ -55,6 +55,7 @@ class Seat:
         "last_empty",
         "lease_until",
         "owes_ack",
+        "poll_at",
         "recheck_at",
         "token",
         "woken",
@@ -70,6 +71,8 @@ class Seat:
         self.owes_ack = False
         self.interval = interval
         self.recheck_at = 0.0
+        self.poll_at = 0.0
+        """``time.monotonic()`` of the next claim while polling."""
         self.lease_until = 0.0
 
 
