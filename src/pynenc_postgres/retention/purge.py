@@ -78,8 +78,9 @@ deletes, commit) before the next, so that it keeps one server backend busy only
 ``1 / (1 + ratio)`` of the time. 0 by default: on a 2-core machine
 (``benchmarks.retention_volume``, 200,000 invocations, batches of 1,000) the runners'
 hot-path calls stayed within 1.4x to 1.6x their idle p95 with no pause, and a pause cost
-throughput in proportion (1.0 halved it) without lowering that p95 measurably. A server already near its limits can be
-given room with ``pause_ratio`` (``pynenc-postgres purge --pause-ratio``)."""
+throughput in proportion (1.0 halved it) without lowering that p95 measurably. A server
+already near its limits can be given room with ``pause_ratio`` (``pynenc-postgres purge
+--pause-ratio``)."""
 
 DEFAULT_RUNNER_DEAD_AFTER = timedelta(minutes=10)
 """pynenc's default ``runner_considered_dead_after_minutes``."""
