@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -139,6 +140,25 @@ def test_status_filter_and_batches_each_commit(seeded_url: str, audit_seed: Seed
     assert_deleted_exactly(before, all_rows(seeded_url), rows_of(before, APP_A, failed))
 
 
+def test_pause_ratio_waits_after_each_batch(seeded_url: str, audit_seed: Seed) -> None:
+    settings = DatabaseSettings(url=seeded_url)
+    seen: list[float] = []
+    held = 0.2
+
+    def on_batch(report: PurgeReport) -> None:
+        seen.append(time.monotonic())
+        # Counted in the batch's own time: the pause after it is at least twice this.
+        time.sleep(held)
+
+    report = purge_invocations(
+        settings, APP_A, statuses=["failed"], batch_size=2, on_batch=on_batch, pause_ratio=2.0
+    )
+    assert report.batches == 2
+    assert seen[1] - seen[0] >= held * (1 + 2.0)
+    with pytest.raises(PostgresConfigError, match="pause_ratio must be 0 or more"):
+        purge_invocations(settings, APP_A, pause_ratio=-1.0)
+
+
 def test_older_than_uses_the_age_of_the_final_status(seeded_url: str, audit_seed: Seed) -> None:
     settings = DatabaseSettings(url=seeded_url)
     aged = {audit_seed.ids[n] for n in ("add", "divide_zero", "pipeline")}
@@ -228,6 +248,8 @@ def test_cli_reports_counts_and_dry_run(
 
     assert main(["purge", "--url", seeded_url, "--app-id", APP_A, "--older-than", "3y"]) == 2
     assert "Cannot read the duration '3y'" in capsys.readouterr().err
+    assert main(["purge", "--url", seeded_url, "--app-id", APP_A, "--pause-ratio", "-1"]) == 2
+    assert "pause_ratio must be 0 or more" in capsys.readouterr().err
     assert main(["purge", "--url", seeded_url, "--app-id", APP_A, "--status", "done"]) == 2
     assert "'done' is not a pynenc invocation status" in capsys.readouterr().err
 

@@ -27,6 +27,7 @@ def _purge(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         lock_timeout_ms=args.lock_timeout_ms,
         runner_dead_after=timedelta(minutes=args.runner_dead_after_minutes),
+        pause_ratio=args.pause_ratio,
     )
     print(report.render())
     if args.dry_run:
@@ -75,6 +76,13 @@ def add_purge_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=10.0,
         help="the runners' runner_considered_dead_after_minutes (default 10): heartbeats "
         "dead for longer than this plus --older-than are removed",
+    )
+    purge.add_argument(
+        "--pause-ratio",
+        type=float,
+        default=0.0,
+        help="after each batch, wait this many times the batch's own time, to leave the "
+        "server to the runners (default 0: batches back to back)",
     )
     purge.add_argument("--dry-run", action="store_true", help="count, delete nothing")
     add_connection_options(purge)

@@ -43,17 +43,18 @@ INVOCATION_ROWS: tuple[tuple[str, str], ...] = (
 )
 """(table, condition) of every row that exists because of one of the invocations ``ids``."""
 
-CLIENT_DATA_SOURCES: tuple[tuple[str, str, str], ...] = (
-    (t.INVOCATION, "serialized_arguments", "invocation_id = ANY(%(ids)s)"),
-    (t.INVOCATION_RESULT, "serialized_result", "invocation_id = ANY(%(ids)s)"),
-    (t.INVOCATION_EXCEPTION, "serialized_exception", "invocation_id = ANY(%(ids)s)"),
-    (t.ORCHESTRATOR_ARGUMENT, "serialized_value", "invocation_id = ANY(%(ids)s)"),
-    (t.WORKFLOW_DATA, "serialized_value", "workflow_id = ANY(%(ids)s)"),
+CLIENT_DATA_SOURCES: tuple[tuple[str, str], ...] = (
+    (t.INVOCATION, "serialized_arguments"),
+    (t.INVOCATION_RESULT, "serialized_result"),
+    (t.INVOCATION_EXCEPTION, "serialized_exception"),
+    (t.ORCHESTRATOR_ARGUMENT, "serialized_value"),
+    (t.WORKFLOW_DATA, "serialized_value"),
 )
-"""Columns of a batch's rows that may refer to client data, and how the batch finds them."""
+"""(table, column) of a batch's rows that may refer to client data: each table is one of
+:data:`INVOCATION_ROWS`, so the batch's DELETE of it returns the column."""
 
 CLIENT_DATA_REFERRERS: tuple[tuple[str, str], ...] = (
-    *((table, column) for table, column, _ in CLIENT_DATA_SOURCES),
+    *CLIENT_DATA_SOURCES,
     (t.TRIGGER_CONDITION, "condition_json"),
     (t.TRIGGER_DEFINITION, "argument_provider_json"),
     (t.TRIGGER_VALID_CONDITION, "valid_condition_json"),
@@ -80,9 +81,11 @@ class RetentionSql:
     history_candidates: str
     orchestrator_candidates: str
     marked_candidates: str
-    client_data_keys: str
-    deletes: tuple[tuple[str, str], ...]
-    """(table, DELETE ... RETURNING 1) for every table of :data:`INVOCATION_ROWS`."""
+    purge_batch: str
+    """One statement that deletes the batch's rows from every table of
+    :data:`INVOCATION_ROWS` and answers with a count per table (in that order), the
+    client-data keys the deleted rows named, and (when ``%(memberships)s``) the workflow
+    memberships deleted, as ``[workflow_id, sub_invocation_id]`` pairs."""
     client_data: str
     dead_heartbeats: str
     runner_contexts: str
@@ -120,6 +123,53 @@ def _candidates(schema: str) -> str:
         LIMIT %(limit)s"""
 
 
+def _purge_batch(schema: str) -> str:
+    data = qualified(schema, t.CLIENT_DATA)
+    sources = dict(CLIENT_DATA_SOURCES)
+    # Only an app that has stored client data can name some: otherwise no value is
+    # examined (a value inlined without a store can be large). The probe reads the
+    # primary key's first entry for the app, once per statement.
+    any_data = f"EXISTS (SELECT 1 FROM {data} WHERE app_id = %(app_id)s)"
+    ctes = []
+    for k, (table, condition) in enumerate(INVOCATION_ROWS):
+        column = sources.get(table)
+        if table == t.WORKFLOW_SUB_INVOCATION:
+            returning = "workflow_id, sub_invocation_id"
+        elif column is not None:
+            # The row's value when it may name a stored value, else NULL.
+            returning = (
+                f"CASE WHEN {any_data} THEN CASE WHEN strpos({column}, "
+                f"'{CLIENT_DATA_PREFIX}') > 0 THEN {column} END END AS v"
+            )
+        else:
+            returning = "1"
+        ctes.append(
+            f"d{k} AS (DELETE FROM {qualified(schema, table)} "
+            f"WHERE app_id = %(app_id)s AND {condition} RETURNING {returning})"
+        )
+    counts = ", ".join(f"(SELECT count(*) FROM d{k})" for k in range(len(INVOCATION_ROWS)))
+    values = " UNION ALL ".join(
+        f"SELECT v FROM d{k}" for k, (table, _) in enumerate(INVOCATION_ROWS) if table in sources
+    )
+    membership = next(
+        k for k, (table, _) in enumerate(INVOCATION_ROWS) if table == t.WORKFLOW_SUB_INVOCATION
+    )
+    # Every table's rows go in one statement (one round trip, the ids sent once), and the
+    # values that may name client data come back from the DELETEs themselves instead of
+    # being read before them. The parts share one snapshot; no foreign key or trigger
+    # links these tables, so their order does not matter.
+    joined = ",\n             ".join(ctes)
+    return f"""
+        WITH {joined}
+        SELECT {counts},
+            ARRAY(SELECT DISTINCT m.key[1] FROM ({values}) s
+                  CROSS JOIN LATERAL regexp_matches(s.v, '{_CLIENT_DATA_KEY}', 'g') AS m(key)
+                  WHERE s.v IS NOT NULL),
+            CASE WHEN %(memberships)s
+                 THEN ARRAY(SELECT ARRAY[workflow_id, sub_invocation_id] FROM d{membership})
+            END"""
+
+
 @cache
 def statements(schema: str) -> RetentionSql:
     """Render the statements for ``schema`` (cached: built once per process and schema)."""
@@ -130,10 +180,6 @@ def statements(schema: str) -> RetentionSql:
     ctx = q(schema, t.RUNNER_CONTEXT)
     sched = q(schema, t.RETENTION_SCHEDULE)
     run = q(schema, t.RETENTION_RUN)
-    sources = "\n            UNION ALL ".join(
-        f"SELECT {column} AS v FROM {q(schema, table)} WHERE app_id = %(app_id)s AND {condition}"
-        for table, column, condition in CLIENT_DATA_SOURCES
-    )
     still_named = "".join(
         f"""
               AND NOT EXISTS (SELECT 1 FROM {q(schema, table)} r
@@ -168,23 +214,7 @@ def statements(schema: str) -> RetentionSql:
               AND (purgeable_since, invocation_id) > (%(after_at)s, %(after_id)s)
             ORDER BY purgeable_since, invocation_id
             LIMIT %(limit)s""",
-        client_data_keys=f"""
-            SELECT DISTINCT m.key[1] FROM (
-            {sources}
-            ) s CROSS JOIN LATERAL regexp_matches(s.v, '{_CLIENT_DATA_KEY}', 'g') AS m(key)
-            WHERE strpos(s.v, '{CLIENT_DATA_PREFIX}') > 0""",
-        deletes=tuple(
-            (
-                table,
-                f"DELETE FROM {q(schema, table)} WHERE app_id = %(app_id)s AND {condition}"
-                + (
-                    " RETURNING workflow_id, sub_invocation_id"
-                    if table == t.WORKFLOW_SUB_INVOCATION
-                    else " RETURNING 1"
-                ),
-            )
-            for table, condition in INVOCATION_ROWS
-        ),
+        purge_batch=_purge_batch(schema),
         # A value stored (or stored again) after the keep_after moment may belong to an
         # invocation being submitted right now: it stays until a later run.
         client_data=f"""
