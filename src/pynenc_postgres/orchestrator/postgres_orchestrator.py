@@ -25,6 +25,7 @@ from pynenc.orchestrator.atomic_service import (
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_postgres.broker import PostgresBroker
+from pynenc_postgres.broker.sql import RUNNABLE_STATUSES
 from pynenc_postgres.conf import ConfigOrchestratorPostgres
 from pynenc_postgres.db import borrowed, tables
 from pynenc_postgres.db.cache import BoundedCache
@@ -51,12 +52,10 @@ if TYPE_CHECKING:
     from pynenc.task import Task
 
 _BLOCKED = AtomicServiceExecutionStatus.BLOCKED.value
-# Statuses a worker may take from the queue and move to PENDING (pynenc's status rules).
 # Final status records kept per process (least recently used first out).
 FINAL_STATUS_CACHE_SIZE = 10_000
 # The orchestrator's tables, and the retention schedule and records it applies.
 ORCHESTRATOR_PURGED_TABLES = (*tables.ORCHESTRATOR_TABLES, *tables.RETENTION_TABLES)
-RUNNABLE_STATUSES = [status.value for status in InvocationStatus if status.is_available_for_run()]
 
 
 class OwnerAliveError(InvocationStatusRaceConditionError):
@@ -547,7 +546,7 @@ class PostgresOrchestrator(CombinedLifecycle):
             == (self.settings.url, self.settings.schema)
         ):
             return []
-        params = (self.app_id, RUNNABLE_STATUSES, older_than_seconds)
+        params = (self.app_id, list(RUNNABLE_STATUSES), older_than_seconds)
         found = self.db.fetchall(self.sql.stranded_for_recovery, params)
         if not found:
             return []
@@ -570,7 +569,7 @@ class PostgresOrchestrator(CombinedLifecycle):
                 [queue for queue, _ in routes],
                 [priority for _, priority in routes],
                 self.app_id,
-                RUNNABLE_STATUSES,
+                list(RUNNABLE_STATUSES),
                 self.app_id,
                 broker.sql.channel,
                 payloads,
